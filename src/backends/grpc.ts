@@ -7,9 +7,12 @@ import { readFileSync } from 'node:fs';
 import {
   credentials,
   InterceptingCall,
+  Metadata,
   status,
+  type CallOptions,
   type ChannelCredentials,
   type ChannelOptions,
+  type ClientUnaryCall,
   type Interceptor,
   type ServiceError,
 } from '@grpc/grpc-js';
@@ -98,4 +101,45 @@ export function isCleanEnd(e: unknown): boolean {
 /** Promise wrapper for a unary call with a deadline in milliseconds. */
 export function deadline(ms: number): Date {
   return new Date(Date.now() + ms);
+}
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: Res) => void,
+) => ClientUnaryCall;
+
+/**
+ * Calls a generated unary method as a promise, with a deadline and optional cancellation.
+ * `method` is e.g. `client.findUser` (its last overload carries metadata and options).
+ */
+export function unaryCall<Req, Res>(
+  client: object,
+  method: UnaryMethod<Req, Res>,
+  request: Req,
+  opts: { timeoutMs?: number; metadata?: Metadata; signal?: AbortSignal } = {},
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const callOpts: Partial<CallOptions> = {};
+    if (opts.timeoutMs) callOpts.deadline = deadline(opts.timeoutMs);
+    const call = method.call(client, request, opts.metadata ?? new Metadata(), callOpts, (err, res) => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(res);
+    });
+    function onAbort() {
+      call.cancel();
+    }
+    if (opts.signal) {
+      if (opts.signal.aborted) call.cancel();
+      else opts.signal.addEventListener('abort', onAbort, { once: true });
+    }
+  });
+}
+
+/** "CODE: details" for logs and wrapped errors. */
+export function describeGrpcError(e: unknown): string {
+  if (isServiceError(e)) return `${status[e.code] ?? e.code}: ${e.details}`;
+  return e instanceof Error ? e.message : String(e);
 }

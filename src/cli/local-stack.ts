@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// `npm start`: runs the whole system locally and prints the ssh command to connect.
+import { parseArgs } from 'node:util';
+import { initLogging, getLogger, errText } from '../ops/log.js';
+import { startLocalStack } from '../local/stack.js';
+
+const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--data-dir DIR] [--logtext]
+  --listen    SSH listen address (default 127.0.0.1:2222)
+  --data-dir  where host key, users.yaml and workspaces live (default ./.ssh-proxy)
+  --logtext   human-readable logs
+`;
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        listen: { type: 'string', default: '127.0.0.1:2222' },
+        'data-dir': { type: 'string', default: './.ssh-proxy' },
+        logtext: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    process.stderr.write(`${errText(e)}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    process.stderr.write(USAGE);
+    process.exit(0);
+  }
+  initLogging({ text: values.logtext });
+  const log = getLogger('local-stack');
+  let stack;
+  try {
+    stack = await startLocalStack({ listen: values.listen, dataDir: values['data-dir'] });
+  } catch (e) {
+    log.error({ err: errText(e) }, 'Failed to start the local stack');
+    process.exit(1);
+  }
+  process.stderr.write(`\nssh-proxy local stack is running. Connect with:\n\n  ${stack.sshCommand}\n\n`);
+  const stop = async (sig: string) => {
+    log.info({ signal: sig }, 'stopping the local stack');
+    await stack.stop();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+}
+
+void main();

@@ -1,0 +1,207 @@
+// The SSH gateway: ssh2 server, authentication, and channel dispatch for each connection.
+import { createRequire } from 'node:module';
+import type net from 'node:net';
+import ssh2 from 'ssh2';
+import type { Connection } from 'ssh2';
+import { getLogger, errText, type Logger } from '../ops/log.js';
+import { COMMIT, VERSION } from '../ops/version.js';
+import { newConnectionId } from '../common/ids.js';
+import type { Config } from '../config/load.js';
+import { createIdentityClient, type IdentityBackend } from '../backends/identity.js';
+import { createProvisionerClient, type ProvisionerBackend } from '../backends/provisioner.js';
+import { serverAlgorithms } from './algorithms.js';
+import { Authenticator } from './auth.js';
+import { localAuthorizer, type Authorizer } from './authorize.js';
+import { GatewayConnection, type ChannelSettings } from './connection.js';
+import { handleSession } from './channels/session.js';
+import { loadHostKeys } from './hostkeys.js';
+import { listen, type Listener } from './listener.js';
+import { fixServerSigAlgs, installUnknownChannelTypeMessage } from './ssh2-shims/index.js';
+import { WorkspaceResolver, type WorkspaceSettings } from './workspace.js';
+
+const { Server } = ssh2;
+const ssh2Require = createRequire(import.meta.url);
+// ssh2 treats 0 as "default"; this is how "off" is spelled.
+const KEEPALIVE_OFF_MS = 2 ** 31 - 1;
+
+export interface GatewayOptions {
+  host: string;
+  port: number;
+  hostKeys: Buffer[];
+  handshakeTimeoutMs: number;
+  maxAuthTries: number;
+  keepaliveIntervalMs: number;
+  keepaliveCountMax: number;
+  ciphers: string[];
+  channels: ChannelSettings;
+  workspace: WorkspaceSettings;
+}
+
+export interface GatewayBackends {
+  identity: IdentityBackend;
+  provisioner: ProvisionerBackend;
+  authorizer?: Authorizer;
+}
+
+export interface RunningGateway {
+  host: string;
+  port: number;
+  /** Live SSH connections. */
+  connections(): number;
+  stop(): Promise<void>;
+}
+
+export function sshIdent(): string {
+  return `ssh-proxy_${VERSION}/${COMMIT}_k8shell.io`;
+}
+
+export async function createGateway(
+  opts: GatewayOptions,
+  backends: GatewayBackends,
+  log: Logger = getLogger('ssh-server'),
+): Promise<RunningGateway> {
+  fixServerSigAlgs();
+  if (!nativeCryptoAvailable())
+    log.warn('ssh2 native crypto binding is not available: throughput will be about half (run npm rebuild ssh2)');
+
+  const resolver = new WorkspaceResolver(backends.provisioner, opts.workspace, log);
+  const deps = { settings: opts.channels, authorizer: backends.authorizer ?? localAuthorizer, resolver };
+  const live = new Set<Connection>();
+
+  const server = new Server(
+    {
+      hostKeys: opts.hostKeys,
+      algorithms: serverAlgorithms(opts.ciphers),
+      ident: sshIdent(),
+      keepaliveInterval: opts.keepaliveIntervalMs > 0 ? opts.keepaliveIntervalMs : KEEPALIVE_OFF_MS,
+      keepaliveCountMax: opts.keepaliveCountMax,
+    },
+    (client, info) => {
+      const id = newConnectionId();
+      const clog = log.child({ conn: id, client: `${info.ip}:${info.port}` });
+      live.add(client);
+      clog.info({ clientVersion: info.header.versions.software }, 'connection accepted');
+      client.on('error', (e) => clog.info({ err: errText(e) }, 'connection error'));
+      installUnknownChannelTypeMessage(client);
+
+      // ssh2 has no server-side login timeout: key exchange + authentication must finish in time.
+      const grace = setTimeout(() => {
+        clog.warn(`SSH handshake timed out for connection from ${info.ip}:${info.port}`);
+        client.end();
+      }, opts.handshakeTimeoutMs);
+      const auth = new Authenticator(backends.identity, { maxAuthTries: opts.maxAuthTries }, clog, () => client.end());
+      client.on('authentication', (ctx) => auth.handle(ctx));
+
+      let conn: GatewayConnection | undefined;
+      client.once('ready', () => {
+        clearTimeout(grace);
+        const who = auth.result;
+        if (!who) {
+          clog.error('authenticated without a resolved user; closing');
+          return client.end();
+        }
+        conn = new GatewayConnection(id, client, who, deps, clog.child({ user: who.userstr.username }));
+        conn.log.info({ method: who.method, userstr: who.userstr.raw }, 'user authenticated');
+        const c = conn;
+        client.on('session', (accept) => handleSession(c, accept));
+      });
+      client.once('close', () => {
+        clearTimeout(grace);
+        live.delete(client);
+        if (conn) {
+          conn.close();
+          conn.log.info(
+            { bytesIn: conn.counters.in, bytesOut: conn.counters.out, ops: [...conn.ops].sort() },
+            `Connection closed for user ${conn.user.userstr.username} from ${info.ip}:${info.port}`,
+          );
+        } else {
+          clog.info({ failures: auth.failureInfo }, 'connection closed before authentication');
+        }
+      });
+    },
+  );
+
+  const listener: Listener = await listen(
+    opts.host,
+    opts.port,
+    (socket: net.Socket) => server.injectSocket(socket),
+    log,
+  );
+  log.info({ address: `${listener.host}:${listener.port}`, ident: `SSH-2.0-${sshIdent()}` }, 'SSH proxy server listening');
+
+  return {
+    host: listener.host,
+    port: listener.port,
+    connections: () => live.size,
+    async stop() {
+      await Promise.all([listener.close(), ...[...live].map((c) => endConnection(c))]);
+    },
+  };
+}
+
+function endConnection(c: Connection): Promise<void> {
+  return new Promise((resolve) => {
+    c.once('close', () => resolve());
+    c.end();
+    // A client that never answers the disconnect must not hold up shutdown.
+    setTimeout(resolve, 2000).unref();
+  });
+}
+
+function nativeCryptoAvailable(): boolean {
+  try {
+    return (
+      (ssh2Require('ssh2/lib/protocol/crypto.js') as { bindingAvailable?: boolean }).bindingAvailable === true
+    );
+  } catch {
+    return false;
+  }
+}
+
+
+/** Gateway settings from the reference config file (with our additions). */
+export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
+  const s = config.server;
+  return {
+    host: s.bindAddress,
+    port: s.port,
+    hostKeys: loadHostKeys(s.serverKey).keys,
+    handshakeTimeoutMs: (s.SSHHandshakeTimeout || 30) * 1000,
+    maxAuthTries: s.maxAuthTries,
+    keepaliveIntervalMs: s.keepaliveInterval * 1000,
+    keepaliveCountMax: s.keepaliveCountMax,
+    ciphers: s.ciphers,
+    channels: {
+      sftpBinary: s.sftpBinary || '/usr/local/bin/sftp',
+      writerOptions: s.writerOptions,
+      maxDirectTcpip: s.maxDirectTCPIPConnections || 15,
+    },
+    workspace: {
+      provisionTimeoutS: config.provisioner.timeout,
+      handshakeTimeoutMs: config.k8shelld.handshakeTimeout * 1000,
+      k8shelld: { tokenFilePath: config.k8shelld.tokenFilePath || undefined, caCertPath: config.k8shelld.caCertPath },
+    },
+  };
+}
+
+/** Production entry (`ssh-proxy --config …`): real services from the config file. */
+export async function startGateway(
+  config: Config,
+  _opts: { configPath: string; child: boolean; logtext: boolean },
+): Promise<{ stop(): Promise<void> }> {
+  const log = getLogger('ssh-server');
+  const options = gatewayOptionsFromConfig(config);
+  // Clients connect lazily: an unreachable service is reported at first use, not at start.
+  const identity = createIdentityClient(config.identity);
+  const provisioner = createProvisionerClient(config.provisioner);
+  if (!config.identity.address) log.warn('identity.address is not set: every login will be denied');
+  if (!config.provisioner.address) log.warn('provisioner.address is not set: no workspace can be reached');
+  const gw = await createGateway(options, { identity, provisioner }, log);
+  return {
+    async stop() {
+      await gw.stop();
+      identity.close();
+      provisioner.close();
+    },
+  };
+}

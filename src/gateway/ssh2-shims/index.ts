@@ -1,0 +1,10 @@
+// The only way into ssh2's internals. Importing this module also corrects `server-sig-algs` for every
+// ssh2 server connection created afterwards.
+import { fixServerSigAlgs } from './serverSigAlgs.js';
+
+export { AGENT_CHANNEL_TYPE, openAgentChannel } from './agentChannel.js';
+export { SSH2_SHIM_VERSION } from './internals.js';
+export { installUnknownChannelTypeMessage, OpenFailure, rejectOpen, type OpenFailureReason } from './openFailure.js';
+export { fixServerSigAlgs, serverSigAlgsValue } from './serverSigAlgs.js';
+
+fixServerSigAlgs();

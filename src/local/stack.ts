@@ -1,0 +1,139 @@
+// The whole system on one machine: local identity and provisioner (real gRPC servers on loopback)
+// and the gateway configured from config/local.yaml, exactly as in production but with local peers.
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { homedir, userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { getLogger, type Logger } from '../ops/log.js';
+import { loadConfig } from '../config/load.js';
+import { createIdentityClient } from '../backends/identity.js';
+import { createProvisionerClient } from '../backends/provisioner.js';
+import { generateHostKey } from '../gateway/hostkeys.js';
+import { createGateway, gatewayOptionsFromConfig, type RunningGateway } from '../gateway/server.js';
+import { startLocalIdentity, type LocalIdentity } from './identity.js';
+import { startLocalProvisioner, type LocalProvisioner } from './provisioner.js';
+
+const REPO = resolve(new URL('../..', import.meta.url).pathname);
+
+export interface LocalStackOptions {
+  /** host:port of the SSH listener (port 0 = ephemeral). */
+  listen: string;
+  dataDir: string;
+  /** Config file in the reference format; default config/local.yaml of this repository. */
+  configPath?: string;
+  /** How the provisioner runs the agent; default the built dist/cli/agent.js. */
+  agentCommand?: string[];
+  /** Home whose .ssh authorises the OS user (default: the real home). */
+  homeDir?: string;
+  idleTimeoutMs?: number;
+  /** Extra config overrides, applied after loading (tests use it for sftpBinary etc.). */
+  override?: (cfg: Awaited<ReturnType<typeof loadConfig>>['config']) => void;
+  logger?: Logger;
+}
+
+export interface LocalStack {
+  gateway: RunningGateway;
+  identity: LocalIdentity;
+  provisioner: LocalProvisioner;
+  /** A client key the stack created because the OS user had none, else undefined. */
+  clientKey: string | undefined;
+  sshCommand: string;
+  stop(): Promise<void>;
+}
+
+export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
+  const log = opts.logger ?? getLogger('local-stack');
+  const dataDir = resolve(opts.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const hostKey = join(dataDir, 'ssh_host_ed25519_key');
+  if (!existsSync(hostKey)) log.info({ path: hostKey }, 'generating the gateway host key (kept for later runs)');
+  generateHostKey(hostKey);
+  const home = opts.homeDir ?? homedir();
+  const clientKey = ensureClientKey(dataDir, home, log);
+
+  const identity = await startLocalIdentity({ dataDir, homeDir: home, logger: getLogger('identity') });
+  let provisioner: LocalProvisioner | undefined;
+  try {
+    provisioner = await startLocalProvisioner({
+      dataDir,
+      agentCommand: opts.agentCommand,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      logger: getLogger('provisioner'),
+    });
+    const [host, port] = splitHostPort(opts.listen);
+    const { config, warnings } = await loadConfig(opts.configPath ?? join(REPO, 'config/local.yaml'), {
+      ...process.env,
+      LOCAL_SSH_HOST: host,
+      LOCAL_SSH_PORT: String(port),
+      LOCAL_DATA_DIR: dataDir,
+      LOCAL_IDENTITY_ADDR: identity.address,
+      LOCAL_PROVISIONER_ADDR: provisioner.address,
+    });
+    for (const w of warnings) log.warn(w);
+    opts.override?.(config);
+    const idClient = createIdentityClient(config.identity);
+    const provClient = createProvisionerClient(config.provisioner);
+    const gateway = await createGateway(
+      { ...gatewayOptionsFromConfig(config), port },
+      { identity: idClient, provisioner: provClient },
+      getLogger('ssh-server'),
+    );
+    const user = userInfo().username;
+    const keyOpt = clientKey ? ` -i ${clientKey}` : '';
+    const sshCommand = `ssh -p ${gateway.port}${keyOpt} -o StrictHostKeyChecking=accept-new ${user}@${gateway.host}`;
+    const prov = provisioner;
+    return {
+      gateway,
+      identity,
+      provisioner: prov,
+      clientKey,
+      sshCommand,
+      async stop() {
+        await gateway.stop();
+        idClient.close();
+        provClient.close();
+        await prov.close();
+        await identity.close();
+      },
+    };
+  } catch (e) {
+    await provisioner?.close();
+    await identity.close();
+    throw e;
+  }
+}
+
+function splitHostPort(s: string): [string, number] {
+  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(s);
+  if (!m) throw new Error(`--listen expects HOST:PORT, got "${s}"`);
+  return [m[1] ?? '127.0.0.1', Number(m[2])];
+}
+
+/**
+ * The OS user logs in with the keys in ~/.ssh. When there are none, make one in the data dir and
+ * authorise it through users.yaml, so the printed ssh command works on a fresh machine.
+ */
+function ensureClientKey(dataDir: string, home: string, log: Logger): string | undefined {
+  const sshDir = join(home, '.ssh');
+  const hasKeys =
+    existsSync(join(sshDir, 'authorized_keys')) ||
+    (existsSync(sshDir) && readdirSync(sshDir).some((f) => f.endsWith('.pub')));
+  if (hasKeys) return undefined;
+  const key = join(dataDir, 'client_ed25519');
+  if (!existsSync(key)) {
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ssh-proxy local stack', '-f', key]);
+    log.info({ path: key }, 'no SSH key in ~/.ssh: created a client key for the local stack');
+  }
+  const usersFile = join(dataDir, 'users.yaml');
+  if (!existsSync(usersFile)) {
+    const pub = execFileSync('ssh-keygen', ['-y', '-f', key]).toString().trim();
+    writeFileSync(
+      usersFile,
+      `# Users of the local identity service (see README). The OS user is always known;\n` +
+        `# this entry adds the key the local stack generated for it.\nusers:\n` +
+        `  - name: ${userInfo().username}\n    authorizedKeys:\n      - ${JSON.stringify(pub)}\n`,
+      { mode: 0o600 },
+    );
+  }
+  return key;
+}
