@@ -2,18 +2,8 @@
 import type { Algorithms, CipherAlgorithm } from 'ssh2';
 
 import { ProxyError } from '../common/errors.js';
+import { DEFAULT_CIPHERS } from '../config/schema.js';
 
-/**
- * Default ciphers: AES-GCM first. chacha20-poly1305 is left out on purpose: OpenSSH clients prefer it
- * whenever it is offered and it costs two to three times the CPU in ssh2 (node-notes §15).
- */
-export const DEFAULT_CIPHERS: readonly CipherAlgorithm[] = [
-  'aes128-gcm@openssh.com',
-  'aes256-gcm@openssh.com',
-  'aes256-ctr',
-  'aes192-ctr',
-  'aes128-ctr',
-];
 
 const SUPPORTED_CIPHERS: ReadonlySet<string> = new Set<CipherAlgorithm>([
   'chacha20-poly1305@openssh.com',
@@ -49,7 +39,12 @@ export function serverAlgorithms(ciphers?: string[]): Algorithms {
       'diffie-hellman-group14-sha256',
     ],
     cipher,
-    hmac: ['hmac-sha2-256-etm@openssh.com', 'hmac-sha2-512-etm@openssh.com', 'hmac-sha2-256', 'hmac-sha2-512'],
+    hmac: [
+      'hmac-sha2-256-etm@openssh.com',
+      'hmac-sha2-512-etm@openssh.com',
+      'hmac-sha2-256',
+      'hmac-sha2-512',
+    ],
     // zlib costs CPU in JavaScript and rarely helps.
     compress: ['none'],
   };

@@ -33,6 +33,7 @@ export interface LocalStackOptions {
 
 export interface LocalStack {
   gateway: RunningGateway;
+  /** Replaceable, so tests can take identity down and bring it back on the same address. */
   identity: LocalIdentity;
   provisioner: LocalProvisioner;
   /** A client key the stack created because the OS user had none, else undefined. */
@@ -64,7 +65,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const { config, warnings } = await loadConfig(opts.configPath ?? join(REPO, 'config/local.yaml'), {
       ...process.env,
       LOCAL_SSH_HOST: host,
-      LOCAL_SSH_PORT: String(port),
+      // The reference requires a port; an ephemeral listener (0) gets its real port below.
+      LOCAL_SSH_PORT: String(port || 1),
       LOCAL_DATA_DIR: dataDir,
       LOCAL_IDENTITY_ADDR: identity.address,
       LOCAL_PROVISIONER_ADDR: provisioner.address,
@@ -81,21 +83,21 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const user = userInfo().username;
     const keyOpt = clientKey ? ` -i ${clientKey}` : '';
     const sshCommand = `ssh -p ${gateway.port}${keyOpt} -o StrictHostKeyChecking=accept-new ${user}@${gateway.host}`;
-    const prov = provisioner;
-    return {
+    const stack: LocalStack = {
       gateway,
       identity,
-      provisioner: prov,
+      provisioner,
       clientKey,
       sshCommand,
       async stop() {
         await gateway.stop();
         idClient.close();
         provClient.close();
-        await prov.close();
-        await identity.close();
+        await stack.provisioner.close();
+        await stack.identity.close();
       },
     };
+    return stack;
   } catch (e) {
     await provisioner?.close();
     await identity.close();

@@ -270,12 +270,7 @@ describe('config loader: defaults', () => {
     assert.equal(s.maxAuthTries, 6);
     assert.equal(s.keepaliveInterval, 15);
     assert.equal(s.keepaliveCountMax, 3);
-    assert.deepEqual(s.ciphers, [
-      'aes128-gcm@openssh.com',
-      'aes256-gcm@openssh.com',
-      'aes256-ctr',
-      'aes128-ctr',
-    ]);
+    assert.deepEqual(s.ciphers, ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com']);
     assert.equal(s.proxyProtocolTimeout, 5);
     assert.deepEqual(s.proxyProtocolTrustedCIDRs, []);
     assert.equal(s.maxStartups, 100);

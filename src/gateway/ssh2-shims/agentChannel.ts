@@ -38,9 +38,12 @@ export function openAgentChannel(client: Connection): Promise<Channel> {
       else reject(new Error('agent channel open returned no channel'));
     };
 
-    const callback = Object.assign((err: Error | undefined, channel?: Channel): void => finish(err, channel), {
-      type: AGENT_CHANNEL_TYPE,
-    });
+    const callback = Object.assign(
+      (err: Error | undefined, channel?: Channel): void => finish(err, channel),
+      {
+        type: AGENT_CHANNEL_TYPE,
+      },
+    );
     const id = internals._chanMgr.add(callback);
     if (id === -1) {
       finish(new Error('cannot open agent channel: no free channel id'));

@@ -4,7 +4,12 @@ import { fixServerSigAlgs } from './serverSigAlgs.js';
 
 export { AGENT_CHANNEL_TYPE, openAgentChannel } from './agentChannel.js';
 export { SSH2_SHIM_VERSION } from './internals.js';
-export { installUnknownChannelTypeMessage, OpenFailure, rejectOpen, type OpenFailureReason } from './openFailure.js';
+export {
+  installUnknownChannelTypeMessage,
+  OpenFailure,
+  rejectOpen,
+  type OpenFailureReason,
+} from './openFailure.js';
 export { fixServerSigAlgs, serverSigAlgsValue } from './serverSigAlgs.js';
 
 fixServerSigAlgs();

@@ -16,11 +16,12 @@ export const OpenFailure = {
 export type OpenFailureReason = (typeof OpenFailure)[keyof typeof OpenFailure];
 
 const MAX_DESCRIPTION = 512;
+// eslint-disable-next-line no-control-regex
+const CONTROL_RUN = /[\u0000-\u001f\u007f]+/g;
 
 function cleanDescription(description: string): string {
   // One printable line; OpenSSH prints it verbatim in "open failed: <reason>: <description>".
-  // eslint-disable-next-line no-control-regex
-  const s = String(description).replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+  const s = String(description).replace(CONTROL_RUN, ' ').trim();
   return s.length > MAX_DESCRIPTION ? s.slice(0, MAX_DESCRIPTION) : s;
 }
 
@@ -36,7 +37,12 @@ function checkReason(reason: number): void {
  * function: `client.on('tcpip', (accept, reject, info) => rejectOpen(client, reject, 2, 'no route'))`.
  * Does nothing when the open was already answered (exactly like ssh2's reject()).
  */
-export function rejectOpen(client: Connection, reject: () => void, reason: number, description: string): void {
+export function rejectOpen(
+  client: Connection,
+  reject: () => void,
+  reason: number,
+  description: string,
+): void {
   if (typeof reject !== 'function') throw new TypeError('rejectOpen needs the reject function from ssh2');
   checkReason(reason);
   const desc = cleanDescription(description);

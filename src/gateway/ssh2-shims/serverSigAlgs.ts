@@ -61,10 +61,10 @@ export function fixServerSigAlgs(): void {
     },
     set(this: Holder, fn: HandshakeFn) {
       let first = true;
-      const self = this;
+      // Arrow function: `this` stays the Protocol instance being constructed.
       const wrapped: HandshakeFn = (...args) => {
-        const kex = self._kex;
-        if (!first || !self._server || !kex || !kex.remoteExtInfoEnabled) {
+        const kex = this._kex;
+        if (!first || !this._server || !kex || !kex.remoteExtInfoEnabled) {
           first = false;
           return fn(...args);
         }
@@ -74,10 +74,15 @@ export function fixServerSigAlgs(): void {
           return fn(...args);
         } finally {
           kex.remoteExtInfoEnabled = true;
-          sendExtInfo(self);
+          sendExtInfo(this);
         }
       };
-      Object.defineProperty(this, SLOT, { value: wrapped, writable: true, configurable: true, enumerable: false });
+      Object.defineProperty(this, SLOT, {
+        value: wrapped,
+        writable: true,
+        configurable: true,
+        enumerable: false,
+      });
     },
   });
   installed = true;
