@@ -64,7 +64,10 @@ export function channelCredentials(cfg: { caCertPath?: string }): ChannelCredent
   try {
     ca = readFileSync(cfg.caCertPath);
   } catch (e) {
-    throw new ProxyError('bad_config', `cannot read CA certificate '${cfg.caCertPath}': ${(e as Error).message}`);
+    throw new ProxyError(
+      'bad_config',
+      `cannot read CA certificate '${cfg.caCertPath}': ${(e as Error).message}`,
+    );
   }
   return credentials.createSsl(ca);
 }

@@ -16,7 +16,8 @@ import {
 export type { User };
 
 /** What FindUser tells: a user, a definite "no such user", or a failed lookup (fail closed). */
-export type UserLookup = { kind: 'found'; user: User } | { kind: 'not_found' } | { kind: 'error'; error: string };
+export type UserLookup =
+  { kind: 'found'; user: User } | { kind: 'not_found' } | { kind: 'error'; error: string };
 
 export interface IdentityBackend {
   findUser(username: string): Promise<UserLookup>;

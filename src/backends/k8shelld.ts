@@ -84,7 +84,10 @@ export class WorkspaceClient {
     this.ssh = new SshServiceClient(this.address, creds, clientOpts);
   }
 
-  async handshake(timeoutMs: number, capabilities: readonly string[] = GATEWAY_CAPABILITIES): Promise<HandshakeResult> {
+  async handshake(
+    timeoutMs: number,
+    capabilities: readonly string[] = GATEWAY_CAPABILITIES,
+  ): Promise<HandshakeResult> {
     const r = await unaryCall(
       this.system,
       this.system.handshake,
@@ -104,10 +107,15 @@ export class WorkspaceClient {
   }
 
   async resize(sessionId: string, width: number, height: number): Promise<void> {
-    await unaryCall(this.ssh, this.ssh.resizeTerminal, { width, height }, {
-      metadata: idMetadata('session-id', sessionId),
-      timeoutMs: 5000,
-    });
+    await unaryCall(
+      this.ssh,
+      this.ssh.resizeTerminal,
+      { width, height },
+      {
+        metadata: idMetadata('session-id', sessionId),
+        timeoutMs: 5000,
+      },
+    );
   }
 
   exec(execId: string): ExecCall {

@@ -1,6 +1,9 @@
 // Typed client for provisioner.v1.ProvisionerService (wire-protocol.md §5.10).
 import { Metadata, type ClientReadableStream } from '@grpc/grpc-js';
-import { ProvisionerServiceClient, type ProvisionWorkspaceResponse } from '../gen/provisioner/v1/provisioner.js';
+import {
+  ProvisionerServiceClient,
+  type ProvisionWorkspaceResponse,
+} from '../gen/provisioner/v1/provisioner.js';
 import type { WorkspaceDetails } from '../gen/common/v1/common.js';
 import { ProxyError } from '../common/errors.js';
 import {
@@ -58,9 +61,12 @@ export function createProvisionerClient(cfg: BackendConfig): ProvisionerBackend 
 
   return {
     async workspacesByUserStr(userstr) {
-      const r = await unaryCall(client, client.getWorkspacesByUserStr, { userstr }, { timeoutMs: UNARY_TIMEOUT_MS }).catch(
-        fail('GetWorkspacesByUserStr'),
-      );
+      const r = await unaryCall(
+        client,
+        client.getWorkspacesByUserStr,
+        { userstr },
+        { timeoutMs: UNARY_TIMEOUT_MS },
+      ).catch(fail('GetWorkspacesByUserStr'));
       return r.workspaces;
     },
     findWorkspace(workspace) {

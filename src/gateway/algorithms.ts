@@ -4,7 +4,6 @@ import type { Algorithms, CipherAlgorithm } from 'ssh2';
 import { ProxyError } from '../common/errors.js';
 import { DEFAULT_CIPHERS } from '../config/schema.js';
 
-
 const SUPPORTED_CIPHERS: ReadonlySet<string> = new Set<CipherAlgorithm>([
   'chacha20-poly1305@openssh.com',
   'aes128-gcm@openssh.com',
@@ -15,7 +14,7 @@ const SUPPORTED_CIPHERS: ReadonlySet<string> = new Set<CipherAlgorithm>([
 ]);
 
 export function serverAlgorithms(ciphers?: string[]): Algorithms {
-  let cipher: CipherAlgorithm[] = [...DEFAULT_CIPHERS];
+  let cipher = [...DEFAULT_CIPHERS] as CipherAlgorithm[];
   if (ciphers !== undefined && ciphers.length > 0) {
     const unknown = ciphers.filter((c) => !SUPPORTED_CIPHERS.has(c));
     if (unknown.length > 0) {

@@ -87,7 +87,12 @@ export class Authenticator {
     }
   }
 
-  private async publicKey(ctx: PublicKeyAuthContext, userstr: UserStr, user: User, methods: AuthenticationType[]) {
+  private async publicKey(
+    ctx: PublicKeyAuthContext,
+    userstr: UserStr,
+    user: User,
+    methods: AuthenticationType[],
+  ) {
     if (!methods.includes('publickey')) {
       this.failureInfo.push('Public key authentication not permitted by policy');
       return this.reject(ctx, methods);
@@ -142,7 +147,10 @@ export class Authenticator {
       }
       // Fail closed, and say why to the operator.
       this.failureInfo.push(`User lookup failed: ${r.error}`);
-      this.log.error({ user: userstr.username, err: r.error }, 'user lookup failed: identity service unavailable');
+      this.log.error(
+        { user: userstr.username, err: r.error },
+        'user lookup failed: identity service unavailable',
+      );
       return { kind: 'unknown', why: r.error };
     });
     // A failed lookup is not cached, so a later attempt on the same connection can succeed.

@@ -3,12 +3,7 @@
 // root-shell guard. A later issue plugs authz.v1 Evaluate in behind the same function; any error
 // there must deny (fail closed).
 export type Action =
-  | 'ssh:shell'
-  | 'ssh:exec'
-  | 'ssh:sftp'
-  | 'ssh:direct-tcpip'
-  | 'ssh:direct-streamlocal'
-  | 'ssh:agent-forward';
+  'ssh:shell' | 'ssh:exec' | 'ssh:sftp' | 'ssh:direct-tcpip' | 'ssh:direct-streamlocal' | 'ssh:agent-forward';
 
 export interface ActionRequest {
   action: Action;

@@ -13,7 +13,9 @@ import { serverAlgorithms } from './algorithms.js';
 import { Authenticator } from './auth.js';
 import { localAuthorizer, type Authorizer } from './authorize.js';
 import { GatewayConnection, type ChannelSettings } from './connection.js';
+import { handleDirectTcpip } from './channels/direct-tcpip.js';
 import { handleSession } from './channels/session.js';
+import { handleStreamLocal } from './channels/streamlocal.js';
 import { loadHostKeys } from './hostkeys.js';
 import { listen, type Listener } from './listener.js';
 import { fixServerSigAlgs, installUnknownChannelTypeMessage } from './ssh2-shims/index.js';
@@ -62,7 +64,9 @@ export async function createGateway(
 ): Promise<RunningGateway> {
   fixServerSigAlgs();
   if (!nativeCryptoAvailable())
-    log.warn('ssh2 native crypto binding is not available: throughput will be about half (run npm rebuild ssh2)');
+    log.warn(
+      'ssh2 native crypto binding is not available: throughput will be about half (run npm rebuild ssh2)',
+    );
 
   const resolver = new WorkspaceResolver(backends.provisioner, opts.workspace, log);
   const deps = { settings: opts.channels, authorizer: backends.authorizer ?? localAuthorizer, resolver };
@@ -89,7 +93,9 @@ export async function createGateway(
         clog.warn(`SSH handshake timed out for connection from ${info.ip}:${info.port}`);
         client.end();
       }, opts.handshakeTimeoutMs);
-      const auth = new Authenticator(backends.identity, { maxAuthTries: opts.maxAuthTries }, clog, () => client.end());
+      const auth = new Authenticator(backends.identity, { maxAuthTries: opts.maxAuthTries }, clog, () =>
+        client.end(),
+      );
       client.on('authentication', (ctx) => auth.handle(ctx));
 
       let conn: GatewayConnection | undefined;
@@ -104,6 +110,18 @@ export async function createGateway(
         conn.log.info({ method: who.method, userstr: who.userstr.raw }, 'user authenticated');
         const c = conn;
         client.on('session', (accept) => handleSession(c, accept));
+        client.on('tcpip', (accept, reject, info) => {
+          handleDirectTcpip(c, accept, reject, info).catch((e: unknown) =>
+            c.log.error({ err: errText(e) }, 'direct-tcpip failed'),
+          );
+        });
+        client.on('openssh.streamlocal', (accept, reject, info) => {
+          handleStreamLocal(c, accept, reject, info).catch((e: unknown) =>
+            c.log.error({ err: errText(e) }, 'direct-streamlocal failed'),
+          );
+        });
+        // No 'request' listener: ssh2 answers every global request (tcpip-forward, streamlocal-forward,
+        // …) with failure, as the reference does, so `-R` is refused.
       });
       client.once('close', () => {
         clearTimeout(grace);
@@ -127,7 +145,10 @@ export async function createGateway(
     (socket: net.Socket) => server.injectSocket(socket),
     log,
   );
-  log.info({ address: `${listener.host}:${listener.port}`, ident: `SSH-2.0-${sshIdent()}` }, 'SSH proxy server listening');
+  log.info(
+    { address: `${listener.host}:${listener.port}`, ident: `SSH-2.0-${sshIdent()}` },
+    'SSH proxy server listening',
+  );
 
   return {
     host: listener.host,
@@ -158,7 +179,6 @@ function nativeCryptoAvailable(): boolean {
   }
 }
 
-
 /** Gateway settings from the reference config file (with our additions). */
 export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
   const s = config.server;
@@ -179,7 +199,10 @@ export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
     workspace: {
       provisionTimeoutS: config.provisioner.timeout,
       handshakeTimeoutMs: config.k8shelld.handshakeTimeout * 1000,
-      k8shelld: { tokenFilePath: config.k8shelld.tokenFilePath || undefined, caCertPath: config.k8shelld.caCertPath },
+      k8shelld: {
+        tokenFilePath: config.k8shelld.tokenFilePath || undefined,
+        caCertPath: config.k8shelld.caCertPath,
+      },
     },
   };
 }

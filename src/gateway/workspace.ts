@@ -5,8 +5,17 @@ import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
 import { ProxyError, type ErrorCode } from '../common/errors.js';
 import type { User } from '../backends/identity.js';
-import type { ProvisionerBackend, WorkspaceDetails, ProvisionWorkspaceResponse } from '../backends/provisioner.js';
-import { WorkspaceClient, handshakeFailureText, type HandshakeResult, type K8shelldConfig } from '../backends/k8shelld.js';
+import type {
+  ProvisionerBackend,
+  WorkspaceDetails,
+  ProvisionWorkspaceResponse,
+} from '../backends/provisioner.js';
+import {
+  WorkspaceClient,
+  handshakeFailureText,
+  type HandshakeResult,
+  type K8shelldConfig,
+} from '../backends/k8shelld.js';
 import { canonicalUserStr, type UserStr } from './userstr.js';
 import type { ProgressWriter } from './progress.js';
 
@@ -64,15 +73,28 @@ export class WorkspaceResolver {
   ): Promise<BoundWorkspace> {
     try {
       if (!user.isValid)
-        throw new WorkspaceError('user', 'denied', 'User is not valid. Please contact the system administrator.');
+        throw new WorkspaceError(
+          'user',
+          'denied',
+          'User is not valid. Please contact the system administrator.',
+        );
       if (user.locked)
-        throw new WorkspaceError('user', 'denied', 'User account is locked. Please contact the system administrator.');
+        throw new WorkspaceError(
+          'user',
+          'denied',
+          'User account is locked. Please contact the system administrator.',
+        );
       const details = await this.ensure(userstr, progress, signal);
       progress.connecting(details.serverName);
       let client: WorkspaceClient;
       try {
         client = new WorkspaceClient(
-          { podIp: details.podIp, port: details.port, tlsEnabled: details.tlsEnabled, serverName: details.serverName },
+          {
+            podIp: details.podIp,
+            port: details.port,
+            tlsEnabled: details.tlsEnabled,
+            serverName: details.serverName,
+          },
           this.settings.k8shelld,
         );
       } catch (e) {
@@ -86,7 +108,12 @@ export class WorkspaceResolver {
         throw e;
       }
       log.info(
-        { workspace: details.name, agent: client.address, agentVersion: handshake.serverVersion, capabilities: [...handshake.capabilities] },
+        {
+          workspace: details.name,
+          agent: client.address,
+          agentVersion: handshake.serverVersion,
+          capabilities: [...handshake.capabilities],
+        },
         'connected to the workspace',
       );
       return { client, details, handshake };
@@ -106,7 +133,8 @@ export class WorkspaceResolver {
     } catch (e) {
       throw new WorkspaceError('system', 'unavailable', handshakeFailureText(e), e);
     }
-    if (!r.accepted) throw new WorkspaceError('system', 'denied', 'Connection to the workspace was rejected.');
+    if (!r.accepted)
+      throw new WorkspaceError('system', 'denied', 'Connection to the workspace was rejected.');
     return r;
   }
 
@@ -116,12 +144,22 @@ export class WorkspaceResolver {
     try {
       canonical = canonicalUserStr(userstr);
     } catch (e) {
-      throw new WorkspaceError('system', 'bad_input', `failed to canonicalize user string ${userstr.raw}: ${errText(e)}`);
+      throw new WorkspaceError(
+        'system',
+        'bad_input',
+        `failed to canonicalize user string ${userstr.raw}: ${errText(e)}`,
+      );
     }
     let entry = this.inflight.get(canonical);
     if (!entry) {
       const abort = new AbortController();
-      const created: Inflight = { writers: new Set(), abort, provisioning: false, refs: 0, promise: Promise.resolve(null as never) };
+      const created: Inflight = {
+        writers: new Set(),
+        abort,
+        provisioning: false,
+        refs: 0,
+        promise: Promise.resolve(null as never),
+      };
       created.promise = this.run(userstr, canonical, created).finally(() => this.inflight.delete(canonical));
       // Failures are delivered to every subscriber; this keeps an unobserved rejection quiet.
       created.promise.catch(() => undefined);
@@ -147,7 +185,12 @@ export class WorkspaceResolver {
     const who = userstr.username;
     const broadcast: ProgressWriter = fanOut(entry);
     const list = await this.provisioner.workspacesByUserStr(canonical).catch((e: unknown) => {
-      throw new WorkspaceError('system', 'unavailable', `failed to ensure workspace for user ${who}: ${errText(e)}`, e);
+      throw new WorkspaceError(
+        'system',
+        'unavailable',
+        `failed to ensure workspace for user ${who}: ${errText(e)}`,
+        e,
+      );
     });
     const running = list.find((w) => w.workspaceStatus?.status === 'Running');
     if (running) return running;
@@ -155,8 +198,7 @@ export class WorkspaceResolver {
     let name: string;
     if (list.length > 0) {
       const stopped = list.find((w) => w.workspaceStatus?.status === 'Stopped');
-      if (!stopped)
-        throw notFound(who, 'no running workspaces found. Please try again later.');
+      if (!stopped) throw notFound(who, 'no running workspaces found. Please try again later.');
       this.log.info({ workspace: stopped.name }, 'starting stopped workspace');
       name = await this.consume(this.provisioner.start(stopped.name, opts), entry, broadcast, who);
     } else if (userstr.pod) {
@@ -166,11 +208,20 @@ export class WorkspaceResolver {
       name = await this.consume(this.provisioner.provision(canonical, opts), entry, broadcast, who);
     }
     const details = await this.provisioner.findWorkspace(name).catch((e: unknown) => {
-      throw new WorkspaceError('system', 'unavailable', `failed to ensure workspace for user ${who}: ${errText(e)}`, e);
+      throw new WorkspaceError(
+        'system',
+        'unavailable',
+        `failed to ensure workspace for user ${who}: ${errText(e)}`,
+        e,
+      );
     });
     const st = details.workspaceStatus?.status ?? '';
     if (st !== 'Running')
-      throw new WorkspaceError('system', 'failed', `failed to ensure workspace for user ${who}: workspace status is "${st}"`);
+      throw new WorkspaceError(
+        'system',
+        'failed',
+        `failed to ensure workspace for user ${who}: workspace status is "${st}"`,
+      );
     return details;
   }
 
@@ -195,7 +246,8 @@ export class WorkspaceResolver {
     } catch (e) {
       throw failed(`stream error: ${errText(e)}`, e);
     }
-    if (first.done || first.value.data?.$case !== 'handshake') throw failed('the provisioner did not start with a handshake');
+    if (first.done || first.value.data?.$case !== 'handshake')
+      throw failed('the provisioner did not start with a handshake');
     const hs = first.value.data.handshake;
     if (hs.error) throw mapHandshakeError(who, hs.error);
 
@@ -253,7 +305,11 @@ function fanOut(entry: Inflight): ProgressWriter {
 }
 
 function notFound(who: string, detail: string): WorkspaceError {
-  return new WorkspaceError('user', 'not_found', `failed to ensure workspace for user ${who}: workspace not found: ${detail}`);
+  return new WorkspaceError(
+    'user',
+    'not_found',
+    `failed to ensure workspace for user ${who}: workspace not found: ${detail}`,
+  );
 }
 
 /** Maps the handshake's "… code = X desc = Y" error text (§10.3). */

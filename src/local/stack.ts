@@ -47,7 +47,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   const dataDir = resolve(opts.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const hostKey = join(dataDir, 'ssh_host_ed25519_key');
-  if (!existsSync(hostKey)) log.info({ path: hostKey }, 'generating the gateway host key (kept for later runs)');
+  if (!existsSync(hostKey))
+    log.info({ path: hostKey }, 'generating the gateway host key (kept for later runs)');
   generateHostKey(hostKey);
   const home = opts.homeDir ?? homedir();
   const clientKey = ensureClientKey(dataDir, home, log);

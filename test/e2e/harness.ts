@@ -25,6 +25,8 @@ export interface E2E {
 export interface E2EOptions {
   blueprints?: string[];
   idleTimeoutMs?: number;
+  /** server.maxDirectTCPIPConnections of the gateway (default: config/local.yaml's). */
+  maxDirectTcpip?: number;
 }
 
 function keygen(path: string): string {
@@ -60,6 +62,7 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     idleTimeoutMs: opts.idleTimeoutMs,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
+      if (opts.maxDirectTcpip !== undefined) cfg.server.maxDirectTCPIPConnections = opts.maxDirectTcpip;
     },
   });
   return {
@@ -93,15 +96,24 @@ export interface SshOptions {
 
 export function sshBaseArgs(e: E2E, key: string): string[] {
   return [
-    '-F', '/dev/null',
-    '-p', String(e.port),
-    '-o', 'StrictHostKeyChecking=no',
-    '-o', 'UserKnownHostsFile=/dev/null',
-    '-o', 'LogLevel=ERROR',
-    '-o', 'BatchMode=yes',
-    '-o', 'IdentitiesOnly=yes',
-    '-o', 'IdentityAgent=none',
-    '-i', key,
+    '-F',
+    '/dev/null',
+    '-p',
+    String(e.port),
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'LogLevel=ERROR',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    'IdentityAgent=none',
+    '-i',
+    key,
   ];
 }
 
@@ -112,7 +124,11 @@ export function ssh(e: E2E, login: string, args: string[], o: SshOptions = {}): 
 }
 
 /** Runs any command to completion with a deadline (the process is killed when it passes). */
-export function run(cmd: string, argv: string[], o: { input?: Buffer | string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  argv: string[],
+  o: { input?: Buffer | string; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], cwd: o.cwd });
     const out: Buffer[] = [];
@@ -121,7 +137,11 @@ export function run(cmd: string, argv: string[], o: { input?: Buffer | string; t
     child.stderr.on('data', (d: Buffer) => err.push(d));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${argv.slice(-3).join(' ')} did not finish within ${o.timeoutMs ?? 60000} ms; stderr: ${Buffer.concat(err).toString()}`));
+      reject(
+        new Error(
+          `${cmd} ${argv.slice(-3).join(' ')} did not finish within ${o.timeoutMs ?? 60000} ms; stderr: ${Buffer.concat(err).toString()}`,
+        ),
+      );
     }, o.timeoutMs ?? 60000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
@@ -144,5 +164,9 @@ export async function identityDown(e: E2E): Promise<string> {
 /** Starts the local identity service again on the same address. */
 export async function identityUp(e: E2E, address: string): Promise<void> {
   const { startLocalIdentity } = await import('../../src/local/identity.js');
-  e.stack.identity = await startLocalIdentity({ dataDir: e.dir.join('data'), homeDir: e.dir.join('home'), listen: address });
+  e.stack.identity = await startLocalIdentity({
+    dataDir: e.dir.join('data'),
+    homeDir: e.dir.join('home'),
+    listen: address,
+  });
 }

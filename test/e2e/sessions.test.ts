@@ -92,11 +92,30 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
     const data = randomBytes(3 * 1024 * 1024 + 17);
     writeFileSync(local, data);
     const batch = e.dir.join('batch.txt');
-    writeFileSync(batch, `put ${local} spx-sftp.bin\nls -l spx-sftp.bin\nget spx-sftp.bin ${back}\nrm spx-sftp.bin\n`);
+    writeFileSync(
+      batch,
+      `put ${local} spx-sftp.bin\nls -l spx-sftp.bin\nget spx-sftp.bin ${back}\nrm spx-sftp.bin\n`,
+    );
     const r = await run('sftp', [
-      '-F', '/dev/null', '-P', String(e.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
-      '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-i', e.keys.user,
-      '-b', batch, `${e.user}@127.0.0.1`,
+      '-F',
+      '/dev/null',
+      '-P',
+      String(e.port),
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'IdentityAgent=none',
+      '-i',
+      e.keys.user,
+      '-b',
+      batch,
+      `${e.user}@127.0.0.1`,
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout.toString(), /spx-sftp\.bin/);
@@ -113,8 +132,22 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
       writeFileSync(local, data);
       const base = [
         ...(mode === 'legacy' ? ['-O'] : []),
-        '-F', '/dev/null', '-P', String(e.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
-        '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-i', e.keys.user,
+        '-F',
+        '/dev/null',
+        '-P',
+        String(e.port),
+        '-o',
+        'StrictHostKeyChecking=no',
+        '-o',
+        'UserKnownHostsFile=/dev/null',
+        '-o',
+        'BatchMode=yes',
+        '-o',
+        'IdentitiesOnly=yes',
+        '-o',
+        'IdentityAgent=none',
+        '-i',
+        e.keys.user,
       ];
       const up = await run('scp', [...base, local, `${e.user}@127.0.0.1:spx-scp-${mode}.bin`]);
       assert.equal(up.code, 0, up.stderr);
@@ -162,9 +195,13 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
     const bob = spawn('ssh', [...sshBaseArgs(e, e.keys.bob), 'bob@127.0.0.1', 'cat'], { stdio: 'pipe' });
     let bobOut = '';
     bob.stdout.on('data', (d: Buffer) => (bobOut += d.toString()));
-    const mine = spawn('ssh', [...sshBaseArgs(e, e.keys.user), `${e.user}@127.0.0.1`, 'echo started; sleep 30'], {
-      stdio: 'pipe',
-    });
+    const mine = spawn(
+      'ssh',
+      [...sshBaseArgs(e, e.keys.user), `${e.user}@127.0.0.1`, 'echo started; sleep 30'],
+      {
+        stdio: 'pipe',
+      },
+    );
     let mineOut = '';
     mine.stdout.on('data', (d: Buffer) => (mineOut += d.toString()));
     const mineClosed = new Promise<number | null>((r) => mine.on('close', (code) => r(code)));
@@ -183,7 +220,10 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
       assert.ok(Date.now() - t0 <= 2000);
       await mineClosed;
       bob.stdin.write('ping-2\n');
-      await waitFor(() => bobOut.includes('ping-2'), { timeoutMs: 5000, what: "bob's session still working" });
+      await waitFor(() => bobOut.includes('ping-2'), {
+        timeoutMs: 5000,
+        what: "bob's session still working",
+      });
     } finally {
       bob.kill();
       mine.kill();

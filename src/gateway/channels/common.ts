@@ -33,7 +33,11 @@ export class SessionState {
 const PREFIX = 'ssh-proxy: ';
 
 /** Accept-then-fail (node-notes §3 trap 9): one line on stderr, exit-status 1, EOF and close. */
-export async function refuse(channel: ServerChannel, message: string | undefined, pty: boolean): Promise<void> {
+export async function refuse(
+  channel: ServerChannel,
+  message: string | undefined,
+  pty: boolean,
+): Promise<void> {
   if (message && canWrite(channel.stderr)) channel.stderr.write(`${PREFIX}${message}${pty ? '\r\n' : '\n'}`);
   await finish(channel, { code: 1 });
 }
@@ -44,7 +48,12 @@ export type Ending = { code: number } | { status: ExitStatus } | { none: true };
  * Exit status strictly before EOF and close, after all output has reached the SSH layer
  * (node-notes §3 traps 7 and 8).
  */
-export async function finish(channel: ServerChannel, ending: Ending, note?: string, pty = false): Promise<void> {
+export async function finish(
+  channel: ServerChannel,
+  ending: Ending,
+  note?: string,
+  pty = false,
+): Promise<void> {
   if (!canWrite(channel)) return;
   await flushed(channel, channel);
   await flushed(channel.stderr, channel);

@@ -10,6 +10,7 @@ import { loginEnv } from '../env.js';
 import { nullProgress } from '../progress.js';
 import { canWrite, forward, pumpClientToCall, Valve } from '../relay.js';
 import { WorkspaceError, type BoundWorkspace } from '../workspace.js';
+import { startAgentForward } from './agent-forward.js';
 import { finish, refuse, type SessionState } from './common.js';
 import { callOutcome } from './outcome.js';
 
@@ -57,6 +58,15 @@ export async function runExec(
   }
 
   const id = conn.ids.next(kind.type === 'exec' ? 'ex' : 'sf');
+  // Unlike the reference, exec sessions get agent forwarding too (§23.f); never sftp.
+  const agent =
+    kind.type === 'exec' && state.agentRequested
+      ? await startAgentForward(conn, ws, id, log).catch((e: unknown) => {
+          log.warn({ err: errText(e) }, 'agent forwarding failed');
+          return undefined;
+        })
+      : undefined;
+  const env = agent ? [...state.env, ['SSH_AUTH_SOCK', agent.socketPath] as [string, string]] : state.env;
   const wantExit = ws.handshake.capabilities.has(Capability.execExitStatus);
   const details =
     kind.type === 'exec'
@@ -65,7 +75,7 @@ export async function runExec(
           command: kind.command,
           // The daemon falls back to the passwd shell when this is empty or unusable.
           shellBinary: user.shell,
-          envVars: loginEnv({ shell: user.shell, asUser: userstr.asUser || userstr.username }, state.env),
+          envVars: loginEnv({ shell: user.shell, asUser: userstr.asUser || userstr.username }, env),
           usePty: pty !== undefined,
           width: pty?.cols ?? 0,
           height: pty?.rows ?? 0,
@@ -88,7 +98,8 @@ export async function runExec(
   let signalled = false;
   state.running = {
     resize(cols, rows) {
-      if (pty && canWrite(call)) call.write({ request: { $case: 'resize', resize: { width: cols, height: rows } } });
+      if (pty && canWrite(call))
+        call.write({ request: { $case: 'resize', resize: { width: cols, height: rows } } });
     },
     signal(name) {
       if (signalled || !canWrite(call)) return false;
@@ -124,13 +135,19 @@ export async function runExec(
         break;
     }
   });
-  const detach = pumpClientToCall(channel, call, (input) => ({ request: { $case: 'input', input } }), conn.counters);
+  const detach = pumpClientToCall(
+    channel,
+    call,
+    (input) => ({ request: { $case: 'input', input } }),
+    conn.counters,
+  );
   // Client EOF only ends the upload; the call runs on until exit_code (reference-behaviour §12).
   channel.once('end', () => canWrite(call) && call.end());
   channel.once('close', () => call.cancel());
 
   const outcome = await callOutcome(call);
   detach();
+  agent?.stop();
   state.running = undefined;
   const clean = outcome.ok || isCleanEnd(outcome.error);
   if (!clean) chanLog.warn({ err: describeGrpcError(outcome.error) }, `${kind.type} stream failed`);
@@ -145,7 +162,8 @@ export async function runExec(
   }
   chanLog.info({ exitCode: exitCode ?? null, signal: exitStatus?.signal || null }, `${kind.type} ended`);
   if (exitStatus?.signal) return finish(channel, { status: exitStatus }, note, pty !== undefined);
-  if (exitCode !== undefined) return finish(channel, { code: exitCode < 0 ? 1 : exitCode }, note, pty !== undefined);
+  if (exitCode !== undefined)
+    return finish(channel, { code: exitCode < 0 ? 1 : exitCode }, note, pty !== undefined);
   // Reference rule: no exit_code → 1 after a transport error, else 0.
   return finish(channel, { code: clean ? 0 : 1 }, note, pty !== undefined);
 }

@@ -3,6 +3,7 @@ import type { AcceptConnection, Session } from 'ssh2';
 import { errText } from '../../ops/log.js';
 import type { GatewayConnection } from '../connection.js';
 import { validEnvName } from '../env.js';
+import { completeSessionClose } from '../ssh2-shims/index.js';
 import { SessionState } from './common.js';
 import { runExec } from './exec.js';
 import { runShell } from './shell.js';
@@ -12,6 +13,7 @@ const DEFAULT_ROWS = 24;
 
 export function handleSession(conn: GatewayConnection, accept: AcceptConnection<Session>): void {
   const session = accept();
+  completeSessionClose(conn.ssh, session);
   const id = conn.ids.next('sh');
   const state = new SessionState(id, conn.log.child({ chan: id }));
   const { log } = state;

@@ -9,12 +9,17 @@ import { loginEnv } from '../env.js';
 import { createProgressWriter, nullProgress } from '../progress.js';
 import { canWrite, forward, pumpClientToCall, Valve } from '../relay.js';
 import { WorkspaceError, type BoundWorkspace } from '../workspace.js';
+import { startAgentForward } from './agent-forward.js';
 import { finish, refuse, type SessionState } from './common.js';
 import { callOutcome } from './outcome.js';
 
 const CTRL_C = 0x03;
 
-export async function runShell(conn: GatewayConnection, state: SessionState, channel: ServerChannel): Promise<void> {
+export async function runShell(
+  conn: GatewayConnection,
+  state: SessionState,
+  channel: ServerChannel,
+): Promise<void> {
   const { log } = state;
   const pty = state.pty;
   const wo = conn.deps.settings.writerOptions;
@@ -62,6 +67,15 @@ export async function runShell(conn: GatewayConnection, state: SessionState, cha
     return refuse(channel, `shell denied: ${decision.reason}`, pty !== undefined);
   }
 
+  // Agent forwarding is checked separately: a refusal only withholds SSH_AUTH_SOCK (§23.d).
+  const agent = state.agentRequested
+    ? await startAgentForward(conn, ws, state.id, log).catch((e: unknown) => {
+        log.warn({ err: errText(e) }, 'agent forwarding failed');
+        return undefined;
+      })
+    : undefined;
+  const env = agent ? [...state.env, ['SSH_AUTH_SOCK', agent.socketPath] as [string, string]] : state.env;
+
   const call = ws.client.shell(state.id);
   const wantExit = ws.handshake.capabilities.has(Capability.shellExitStatus);
   call.write({
@@ -70,7 +84,7 @@ export async function runShell(conn: GatewayConnection, state: SessionState, cha
       startRequest: ShellStartRequest.fromPartial({
         asUser: userstr.asUser,
         cmdShell: '/bin/sh',
-        setEnvVars: loginEnv({ shell: user.shell, asUser: userstr.asUser || userstr.username }, state.env),
+        setEnvVars: loginEnv({ shell: user.shell, asUser: userstr.asUser || userstr.username }, env),
         usePty: pty !== undefined,
         width: pty?.cols ?? 0,
         height: pty?.rows ?? 0,
@@ -84,7 +98,9 @@ export async function runShell(conn: GatewayConnection, state: SessionState, cha
   state.running = {
     resize(cols, rows) {
       if (!pty) return;
-      ws.client.resize(state.id, cols, rows).catch((e: unknown) => log.warn({ err: errText(e) }, 'resize failed'));
+      ws.client
+        .resize(state.id, cols, rows)
+        .catch((e: unknown) => log.warn({ err: errText(e) }, 'resize failed'));
     },
     signal: () => false, // shells take no signals (reference-behaviour §13.1)
   };
@@ -100,13 +116,19 @@ export async function runShell(conn: GatewayConnection, state: SessionState, cha
       exit = r.exitStatus;
     }
   });
-  const detach = pumpClientToCall(channel, call, (data) => ({ request: { $case: 'data', data } }), conn.counters);
+  const detach = pumpClientToCall(
+    channel,
+    call,
+    (data) => ({ request: { $case: 'data', data } }),
+    conn.counters,
+  );
   // Client EOF half-closes the call: a non-PTY shell then sees stdin EOF and its output keeps flowing.
   channel.once('end', () => canWrite(call) && call.end());
   channel.once('close', () => call.cancel());
 
   const outcome = await callOutcome(call);
   detach();
+  agent?.stop();
   state.running = undefined;
   if (outcome.ok || isCleanEnd(outcome.error)) {
     log.info({ exit: exit ?? null }, 'shell ended');

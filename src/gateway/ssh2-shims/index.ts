@@ -13,3 +13,4 @@ export {
 export { fixServerSigAlgs, serverSigAlgsValue } from './serverSigAlgs.js';
 
 fixServerSigAlgs();
+export { completeSessionClose } from './sessionClose.js';

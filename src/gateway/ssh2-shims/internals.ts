@@ -34,6 +34,7 @@ export interface ProtocolInternals {
   _packetRW: { write: PacketWriter };
   _handlers: Record<string, ((...args: any[]) => void) | undefined>;
   channelOpenFail(remote: number, reason: number, desc?: string): void;
+  channelClose(remote: number): void;
   openssh_authAgent(chan: number, initWindow: number, maxPacket: number): void;
 }
 
