@@ -5,7 +5,8 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const problems = [];
 try {
-  if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable) problems.push('ssh2 native crypto binding is not built');
+  if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable)
+    problems.push('ssh2 native crypto binding is not built');
 } catch (e) {
   problems.push(`ssh2 cannot be loaded: ${e.message}`);
 }
@@ -15,7 +16,9 @@ try {
   problems.push(`node-pty native module cannot be loaded: ${e.message}`);
 }
 if (problems.length) {
-  console.error(`native modules: ${problems.join('; ')}.\nRun "npm rebuild ssh2 node-pty" (needs python3, make, g++).`);
+  console.error(
+    `native modules: ${problems.join('; ')}.\nRun "npm rebuild ssh2 node-pty" (needs python3, make, g++).`,
+  );
   process.exit(1);
 }
 console.log('native modules: ssh2 crypto binding and node-pty are available');

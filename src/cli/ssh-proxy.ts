@@ -5,7 +5,6 @@ import { parseArgs } from './args.js';
 import { loadConfig, type Config } from '../config/load.js';
 import { errText, getLogger, initLogging } from '../ops/log.js';
 
-
 async function main(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv);
   if (args.kind === 'exit') {

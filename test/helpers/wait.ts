@@ -1,5 +1,6 @@
 // Condition waiting for tests: poll a predicate until it holds or a deadline passes.
 // Use this instead of fixed sleeps so tests are both fast and robust on slow machines.
+import { readFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 
 export interface WaitOptions {
@@ -53,12 +54,17 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what = 'operatio
   }
 }
 
-/** True when a process with this pid exists (signal 0 probe). */
+/** True when a process with this pid exists and is not a zombie (exited but not yet reaped). */
 export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }

@@ -1,0 +1,275 @@
+// Exec (§5.4, §4 PTY fields, §9.4 exit detail): `<shell> -c <command>` with pipes or a PTY.
+import type { ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { status, type handleBidiStreamingCall, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { IPty } from 'node-pty';
+import { ExecResponse, type CommandDetails, type ExecRequest } from '../gen/k8shelld/v1/k8shelld.js';
+import { errText } from '../ops/log.js';
+import { workDir, type AgentContext } from './context.js';
+import { buildEnv, chooseExecShell, ptsName, spawnPipes, spawnPty, type LaunchSpec } from './launch.js';
+import { killGroup, killSession, normaliseSignal, signalNumber } from './procs.js';
+import { frames, grpcError, metadataValue, Stream, toStatus } from './rpc.js';
+import { exitFromNumbers, type ExitInfo } from './shell.js';
+import type { StoreItem } from './store.js';
+
+/** How long to wait for remaining output after the process exited (background children may hold pipes). */
+const OUTPUT_GRACE_MS = 1000;
+
+export function execHandler(ctx: AgentContext): handleBidiStreamingCall<ExecRequest, ExecResponse> {
+  return (call) => new ExecCall(ctx, call).run();
+}
+
+class ExecItem implements StoreItem {
+  readonly kind = 'exec';
+  running = true;
+  constructor(
+    readonly id: string,
+    readonly user: string,
+    readonly pid: number,
+  ) {}
+  kill(): void {
+    if (this.running) killSession(this.pid, 'SIGKILL');
+  }
+}
+
+class ExecCall {
+  private readonly s: Stream<ExecRequest, ExecResponse>;
+  private started = false;
+  private signalled = false;
+  private item: ExecItem | undefined;
+  private term: IPty | undefined;
+  private child: ChildProcess | undefined;
+  private wantExit = false;
+  private exited = false;
+
+  constructor(
+    private readonly ctx: AgentContext,
+    private readonly call: ServerDuplexStream<ExecRequest, ExecResponse>,
+  ) {
+    this.s = new Stream(call);
+  }
+
+  run(): void {
+    const id = metadataValue(this.call.metadata, 'exec-id');
+    if (!id) {
+      this.s.fail(status.INVALID_ARGUMENT, 'missing exec-id metadata');
+      return;
+    }
+    this.s.onCancel(() => this.cancelled());
+    this.call.on('data', (req: ExecRequest) => {
+      if (this.s.done) return;
+      if (!this.started) {
+        this.started = true;
+        if (req.request?.$case !== 'commandDetails') {
+          this.s.fail(status.INVALID_ARGUMENT, 'first message must be command_details');
+          return;
+        }
+        this.call.pause();
+        this.start(id, req.request.commandDetails).then(
+          () => this.call.resume(),
+          (err: unknown) => {
+            const st = toStatus(err);
+            this.ctx.log.info({ chan: id, rpc: 'Exec', err: errText(err) }, 'exec start failed');
+            this.s.fail(st.code, st.details);
+          },
+        );
+        return;
+      }
+      this.input(req);
+    });
+    this.call.on('end', () => {
+      if (!this.item) this.s.finish();
+      // Non-PTY: stdin EOF. A PTY cannot be half-closed, so its input simply stays open.
+      else this.child?.stdin?.end();
+    });
+  }
+
+  private async start(id: string, cd: CommandDetails): Promise<void> {
+    if (!cd.command.trim()) throw grpcError(status.INVALID_ARGUMENT, 'empty command');
+    const { store, users } = this.ctx;
+    store.reserve(id, 'exec');
+    let launch: LaunchSpec;
+    try {
+      const runAs = await users.resolve(cd.asUser);
+      const file = chooseExecShell(cd.shellBinary, runAs.user.shell);
+      const env = buildEnv(
+        this.ctx.baseEnv,
+        cd.envVars,
+        { SHELL: file, USER: runAs.user.name, LOGNAME: runAs.user.name },
+        { HOME: runAs.home },
+      );
+      launch = {
+        file,
+        argv0: file,
+        args: ['-c', cd.command],
+        cwd: workDir(runAs.home),
+        env,
+        creds: runAs.creds,
+      };
+      if (this.s.done) throw grpcError(status.CANCELLED, 'client went away');
+      this.wantExit = cd.wantExitStatus;
+      const pid = cd.usePty ? this.startPty(launch, cd) : await this.startPipes(launch);
+      if (pid === undefined) {
+        store.release(id);
+        return;
+      }
+      this.item = new ExecItem(id, runAs.user.name, pid);
+      store.set(this.item);
+    } catch (err) {
+      store.release(id);
+      throw err;
+    }
+    if (this.s.cancelled) this.cancelled();
+  }
+
+  private startPty(launch: LaunchSpec, cd: CommandDetails): number {
+    let t: IPty;
+    try {
+      t = spawnPty(
+        launch,
+        cd.width > 0 && cd.height > 0 ? cd.width : 0,
+        cd.width > 0 && cd.height > 0 ? cd.height : 0,
+      );
+    } catch (err) {
+      throw grpcError(status.INTERNAL, `cannot create pty: ${errText(err)}`);
+    }
+    this.term = t;
+    this.s.send(ExecResponse.fromPartial({ response: { $case: 'pty', pty: ptsName(t) } }));
+    t.onData((d: string | Buffer) => {
+      const buf = typeof d === 'string' ? Buffer.from(d) : d;
+      let ok = true;
+      for (const f of frames(buf)) ok = this.s.send({ response: { $case: 'stdout', stdout: f } });
+      if (!ok) {
+        t.pause();
+        this.s.whenDrained(() => t.resume());
+      }
+    });
+    // node-pty emits exit after the PTY drained (or after its own 200 ms cap).
+    t.onExit(({ exitCode, signal }) => this.finish(exitFromNumbers(exitCode, signal)));
+    return t.pid;
+  }
+
+  /** Resolves with the pid, or undefined when the program could not start (already reported). */
+  private async startPipes(launch: LaunchSpec): Promise<number | undefined> {
+    let c: ChildProcess;
+    try {
+      c = spawnPipes(launch);
+    } catch (err) {
+      throw grpcError(status.INTERNAL, `cannot start process: ${errText(err)}`);
+    }
+    this.child = c;
+    if (c.pid === undefined) {
+      const err = await new Promise<NodeJS.ErrnoException>((resolve) => c.once('error', resolve));
+      this.s.send({ response: { $case: 'stderr', stderr: Buffer.from(`${launch.file}: ${err.message}\n`) } });
+      this.sendExit({ code: err.code === 'ENOENT' ? 127 : 126, signal: '', coreDumped: false });
+      return undefined;
+    }
+    c.on('error', (err) => this.ctx.log.debug({ err: errText(err) }, 'exec child error'));
+    c.stdin?.on('error', () => undefined); // EPIPE once the command stopped reading
+    const pipes: Readable[] = [];
+    let open = 0;
+    let onAllClosed: (() => void) | undefined;
+    const relay = (r: Readable | null, kind: 'stdout' | 'stderr') => {
+      if (!r) return;
+      pipes.push(r);
+      open++;
+      r.on('error', () => undefined);
+      r.on('data', (d: Buffer) => {
+        let ok = true;
+        for (const f of frames(d)) {
+          ok = this.s.send(
+            kind === 'stdout'
+              ? { response: { $case: 'stdout', stdout: f } }
+              : { response: { $case: 'stderr', stderr: f } },
+          );
+        }
+        if (!ok) {
+          r.pause();
+          this.s.whenDrained(() => r.resume());
+        }
+      });
+      r.on('close', () => {
+        if (--open === 0) onAllClosed?.();
+      });
+    };
+    relay(c.stdout, 'stdout');
+    relay(c.stderr, 'stderr');
+    c.on('exit', (code, sig) => {
+      const exit = exitFromNumbers(code, sig);
+      const done = () => {
+        clearTimeout(timer);
+        for (const p of pipes) p.destroy();
+        c.stdin?.destroy();
+        this.finish(exit);
+      };
+      const timer = setTimeout(done, OUTPUT_GRACE_MS);
+      if (open === 0) done();
+      else onAllClosed = done;
+    });
+    return c.pid;
+  }
+
+  private input(req: ExecRequest): void {
+    // After one signal the daemon stops reading the client stream (§5.4).
+    if (this.signalled || !this.item || this.exited) return;
+    const r = req.request;
+    if (!r) return;
+    switch (r.$case) {
+      case 'input': {
+        if (r.input.length === 0) return;
+        if (this.term) this.term.write(r.input);
+        else if (this.child?.stdin && !this.child.stdin.write(r.input)) {
+          this.call.pause();
+          this.child.stdin.once('drain', () => this.call.resume());
+        }
+        return;
+      }
+      case 'signal': {
+        this.signalled = true;
+        const sig = normaliseSignal(r.signal);
+        if (!killGroup(this.item.pid, sig)) killGroup(this.item.pid, 'SIGKILL');
+        this.child?.stdin?.end();
+        return;
+      }
+      case 'resize': {
+        const cols = Math.min(r.resize.width, 0xffff);
+        const rows = Math.min(r.resize.height, 0xffff);
+        if (this.term && cols > 0 && rows > 0) {
+          try {
+            this.term.resize(cols, rows);
+          } catch (err) {
+            this.ctx.log.debug({ err: errText(err) }, 'exec resize failed');
+          }
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private cancelled(): void {
+    if (!this.item || this.exited) return;
+    // PTY: SIGHUP the group, as a closing terminal would. Pipes: kill the session outright.
+    if (this.term) killGroup(this.item.pid, 'SIGHUP');
+    else killSession(this.item.pid, 'SIGKILL');
+  }
+
+  private finish(exit: ExitInfo): void {
+    if (this.exited) return;
+    this.exited = true;
+    if (this.item) {
+      this.item.running = false;
+      this.ctx.store.finish(this.item.id);
+    }
+    this.sendExit(exit);
+  }
+
+  private sendExit(exit: ExitInfo): void {
+    if (this.wantExit)
+      this.s.send({ response: { $case: 'exitStatus', exitStatus: { ...exit, message: '' } } });
+    const code = exit.signal ? 128 + signalNumber(exit.signal) : exit.code;
+    this.s.send({ response: { $case: 'exitCode', exitCode: code } });
+    this.s.finish();
+  }
+}

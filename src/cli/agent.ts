@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+// ssh-proxy-agent: the workspace agent daemon (k8shelld-compatible gRPC server).
+import { renameSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { startAgent } from '../agent/server.js';
+import { errText, getLogger, initLogging } from '../ops/log.js';
+import { COMMIT, VERSION } from '../ops/version.js';
+
+const USAGE = `usage: ssh-proxy-agent [options]
+
+  --listen ADDR       host:port or unix:/path to serve on (default 127.0.0.1:2822)
+  --token-file F      require "authorization: Bearer <content of F>" on every call
+  --home DIR          working directory and HOME for sessions of the default user
+  --ready-file F      write the real listen address into F once listening
+  --logtext           human-readable logs instead of JSON
+  -v                  print the version and exit
+  -h                  print this help and exit
+`;
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    options: {
+      listen: { type: 'string', default: '127.0.0.1:2822' },
+      'token-file': { type: 'string' },
+      home: { type: 'string' },
+      'ready-file': { type: 'string' },
+      logtext: { type: 'boolean', default: false },
+      v: { type: 'boolean', short: 'v', default: false },
+      h: { type: 'boolean', short: 'h', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  }).values;
+}
+
+async function main(): Promise<void> {
+  let args: ReturnType<typeof parse>;
+  try {
+    args = parse(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`ssh-proxy-agent: ${errText(err)}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (args.h || args.help) {
+    process.stderr.write(USAGE);
+    process.exit(0);
+  }
+  if (args.v) {
+    process.stdout.write(`ssh-proxy-agent version: ${VERSION} (commit: ${COMMIT})\n`);
+    process.exit(0);
+  }
+  initLogging({ text: args.logtext });
+  const log = getLogger('agent');
+  const agent = await startAgent({
+    listen: args.listen,
+    tokenFile: args['token-file'],
+    home: args.home,
+    logger: log,
+  });
+  const ready = args['ready-file'];
+  if (ready) {
+    // Write then rename, so a reader never sees a partial address.
+    writeFileSync(`${ready}.tmp`, `${agent.address}\n`);
+    renameSync(`${ready}.tmp`, ready);
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    agent.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err: errText(err) }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  getLogger('agent').error({ err: errText(err) }, 'agent failed to start');
+  process.exit(1);
+});

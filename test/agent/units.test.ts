@@ -1,0 +1,98 @@
+// Pure parts of the agent: scrollback ring, `ss` parsing, id bases, signals, env and shell rules, store.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ByteRing } from '../../src/agent/ring.js';
+import { parseSs } from '../../src/agent/peercred.js';
+import { idBase } from '../../src/agent/unixsocket.js';
+import { normaliseSignal, signalName, signalNumber } from '../../src/agent/procs.js';
+import { buildEnv, chooseExecShell, chooseLoginShell } from '../../src/agent/launch.js';
+import { SessionStore, type StoreItem } from '../../src/agent/store.js';
+import { ProxyError } from '../../src/common/errors.js';
+
+describe('agent units', () => {
+  test('ByteRing keeps the newest bytes in order across wrap-around', () => {
+    const r = new ByteRing(8);
+    r.push(Buffer.from('abc'));
+    assert.equal(r.contents().toString(), 'abc');
+    r.push(Buffer.from('defgh'));
+    assert.equal(r.contents().toString(), 'abcdefgh');
+    r.push(Buffer.from('ij'));
+    assert.equal(r.contents().toString(), 'cdefghij');
+    r.push(Buffer.from('0123456789'));
+    assert.equal(r.contents().toString(), '23456789');
+    assert.equal(r.length, 8);
+  });
+
+  test('parseSs finds peer inodes and pids, including paths with spaces', () => {
+    const out = [
+      'u_str ESTAB 0      0                  * 19552 * 19553 users:(("python3",pid=9963,fd=4),("sh",pid=9970,fd=4))',
+      'u_str ESTAB 0      0      /tmp/y y.sock 19553 * 19552 users:(("node",pid=10,fd=5))',
+      'u_str LISTEN 0 4096 /run/x.sock 777 * 0',
+    ].join('\n');
+    const rows = parseSs(out);
+    assert.deepEqual(rows.get(19553), { peer: 19552, pids: [10] });
+    assert.deepEqual(rows.get(19552), { peer: 19553, pids: [9963, 9970] });
+    assert.deepEqual(rows.get(777), { peer: 0, pids: [] });
+  });
+
+  test('idBase follows the daemon rule', () => {
+    assert.equal(idBase('sh-p98l6-78-2i1'), 'p98l6-78-2i');
+    assert.equal(idBase('ux-p98l6-78-2i2'), 'p98l6-78-2i');
+    assert.equal(idBase('ux-local-42-mfrggzdfmztwq2lknnwg23tpob3'), 'local-42-mf');
+    assert.equal(idBase('plain'), undefined);
+  });
+
+  test('signals: unknown names become TERM; numbers and names map both ways', () => {
+    assert.equal(normaliseSignal('INT'), 'SIGINT');
+    assert.equal(normaliseSignal('SIGHUP'), 'SIGHUP');
+    assert.equal(normaliseSignal('NOPE'), 'SIGTERM');
+    assert.equal(normaliseSignal(''), 'SIGTERM');
+    assert.equal(signalName(9), 'KILL');
+    assert.equal(signalNumber('INT'), 2);
+  });
+
+  test('buildEnv priority: forced > client > defaults > base; bad entries ignored', () => {
+    const env = buildEnv(
+      { A: 'base', USER: 'agent', KEEP: 'k' },
+      ['A=client', 'USER=me', 'junk', '=x', 'E=a=b'],
+      { USER: 'dflt', SHELL: '/bin/sh' },
+      { HOME: '/h', A: 'forced' },
+    );
+    assert.deepEqual(env, { A: 'forced', USER: 'me', KEEP: 'k', SHELL: '/bin/sh', E: 'a=b', HOME: '/h' });
+  });
+
+  test('shell choice rules', () => {
+    assert.equal(chooseExecShell('/bin/bash', '/bin/sh'), '/bin/bash');
+    assert.equal(chooseExecShell('/usr/sbin/nologin', '/bin/bash'), '/bin/bash');
+    assert.equal(chooseExecShell('/no/such', '/bin/false'), '/bin/sh');
+    assert.equal(chooseLoginShell('', '/bin/bash'), '/bin/bash');
+    assert.equal(chooseLoginShell('/no/such/shell', '/bin/bash'), '/bin/sh');
+  });
+
+  test('store: duplicate ids refused, finished ids kept for a minute then purged', () => {
+    const s = new SessionStore(60_000);
+    const item: StoreItem = {
+      id: 'ex-1',
+      kind: 'exec',
+      pid: 1,
+      user: 'u',
+      running: true,
+      kill: () => undefined,
+    };
+    s.reserve('ex-1', 'exec');
+    s.set(item);
+    assert.throws(
+      () => s.reserve('ex-1', 'exec'),
+      (e: unknown) => e instanceof ProxyError && e.code === 'already_exists',
+    );
+    s.finish('ex-1', 1000);
+    assert.equal(s.get('ex-1'), undefined);
+    s.purge(1000 + 60_000);
+    assert.ok(s.has('ex-1'));
+    s.purge(1000 + 60_001);
+    assert.equal(s.has('ex-1'), false);
+    s.reserve('ex-2', 'exec');
+    s.release('ex-2');
+    assert.equal(s.has('ex-2'), false);
+  });
+});
