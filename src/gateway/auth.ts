@@ -173,11 +173,13 @@ export class Authenticator {
   private reject(ctx: AuthContext, methods: AuthenticationType[]): void {
     // `none` is how clients ask for the method list; it is not an attempt (like OpenSSH).
     if (ctx.method !== 'none') this.failures++;
-    ctx.reject(methods);
     if (this.failures >= this.settings.maxAuthTries) {
+      // Like sshd's MaxAuthTries: the last failure is answered with a disconnect, not another try.
       this.log.warn({ failures: this.failures, info: this.failureInfo }, 'too many authentication failures');
       this.onTooManyFailures();
+      return;
     }
+    ctx.reject(methods);
   }
 }
 

@@ -88,11 +88,7 @@ export async function createGateway(
       client.on('error', (e) => clog.info({ err: errText(e) }, 'connection error'));
       installUnknownChannelTypeMessage(client);
 
-      // ssh2 has no server-side login timeout: key exchange + authentication must finish in time.
-      const grace = setTimeout(() => {
-        clog.warn(`SSH handshake timed out for connection from ${info.ip}:${info.port}`);
-        client.end();
-      }, opts.handshakeTimeoutMs);
+      const peer = `${info.ip}:${info.port}`;
       const auth = new Authenticator(backends.identity, { maxAuthTries: opts.maxAuthTries }, clog, () =>
         client.end(),
       );
@@ -100,7 +96,7 @@ export async function createGateway(
 
       let conn: GatewayConnection | undefined;
       client.once('ready', () => {
-        clearTimeout(grace);
+        graces.get(peer)?.();
         const who = auth.result;
         if (!who) {
           clog.error('authenticated without a resolved user; closing');
@@ -124,7 +120,6 @@ export async function createGateway(
         // …) with failure, as the reference does, so `-R` is refused.
       });
       client.once('close', () => {
-        clearTimeout(grace);
         live.delete(client);
         if (conn) {
           conn.close();
@@ -139,12 +134,25 @@ export async function createGateway(
     },
   );
 
-  const listener: Listener = await listen(
-    opts.host,
-    opts.port,
-    (socket: net.Socket) => server.injectSocket(socket),
-    log,
-  );
+  // ssh2 has no server-side login timeout, and only reports a connection once the client's version
+  // line arrived, so the grace timer is armed here, per socket: key exchange and authentication must
+  // finish in time or the socket is destroyed (a silent client included).
+  const graces = new Map<string, () => void>();
+  const onSocket = (socket: net.Socket) => {
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const timer = setTimeout(() => {
+      log.warn({ client: peer }, `SSH handshake timed out for connection from ${peer}`);
+      socket.destroy();
+    }, opts.handshakeTimeoutMs);
+    const cancel = () => {
+      clearTimeout(timer);
+      graces.delete(peer);
+    };
+    graces.set(peer, cancel);
+    socket.once('close', cancel);
+    server.injectSocket(socket);
+  };
+  const listener: Listener = await listen(opts.host, opts.port, onSocket, log);
   log.info(
     { address: `${listener.host}:${listener.port}`, ident: `SSH-2.0-${sshIdent()}` },
     'SSH proxy server listening',
