@@ -26,6 +26,16 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
     }
   });
 
+  test('two connections of the same user arriving during a start share that start', async () => {
+    const login = `${e.user}~dev`;
+    const before = e.stack.provisioner.workspaces().length;
+    const [a, b] = await Promise.all([ssh(e, login, ['echo a']), ssh(e, login, ['echo b'])]);
+    assert.equal(a.stdout.toString(), 'a\n', a.stderr);
+    assert.equal(b.stdout.toString(), 'b\n', b.stderr);
+    assert.equal(e.stack.provisioner.workspaces().length, before + 1, 'one new workspace');
+    assert.match(readFileSync(e.logFile, 'utf8'), /joining a workspace start already in progress/);
+  });
+
   test('stdout and stderr arrive separately', async () => {
     const r = await ssh(e, e.user, ['echo to-out; echo to-err >&2']);
     assert.equal(r.code, 0, r.stderr);
