@@ -191,6 +191,12 @@ class Listener {
         await chown(path, runAs.user.uid, runAs.user.gid);
       }
       setUp();
+      // Multiplexed listeners (our extension) say when the socket is ready, as connection 0 (never a
+      // real connection), so a gateway can start the session only once SSH_AUTH_SOCK works.
+      if (this.st.multiplex)
+        this.s.send(
+          UnixSocketResponse.fromPartial({ connectionId: 0, event: StreamEvent.STREAM_EVENT_OPENED }),
+        );
       if (this.s.done) await this.close();
     } catch (err) {
       this.log.info({ path, err: errText(err) }, 'listen failed');

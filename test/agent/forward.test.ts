@@ -245,7 +245,11 @@ describe('agent UnixSocket', () => {
     const call = t.ssh.unixSocket(md({ 'unixsocket-id': newId('ux') }));
     const c = collect(call);
     call.write(usStart({ mode: UnixSocketMode.UNIX_SOCKET_MODE_LISTEN, socketPath: path, multiplex: true }));
-    await waitFor(() => existsSync(path));
+    // The listener announces itself as connection 0 once the socket is ready.
+    await waitFor(() =>
+      c.messages.some((m) => m.connectionId === 0 && m.event === StreamEvent.STREAM_EVENT_OPENED),
+    );
+    assert.ok(existsSync(path));
     const a = localClient(path);
     await waitFor(() =>
       c.messages.some((m) => m.connectionId === 1 && m.event === StreamEvent.STREAM_EVENT_OPENED),
@@ -317,11 +321,15 @@ describe('agent UnixSocket', () => {
     const stranger = localClient(path);
     stranger.sock.write('intruder');
     await waitFor(() => stranger.closed, { what: 'stranger refused' });
-    assert.equal(c.messages.length, 0);
+    // Only the listener-ready frame (connection 0): the stranger never became a connection.
+    assert.deepEqual(
+      c.messages.map((m) => [m.connectionId, m.event]),
+      [[0, StreamEvent.STREAM_EVENT_OPENED]],
+    );
 
     ex.write({ request: { $case: 'input', input: Buffer.from('go\n') } });
     await waitFor(() => usText(c.messages, 1) === 'from-owner', { what: 'bytes from the owner descendant' });
-    assert.equal(c.messages[0]?.event, StreamEvent.STREAM_EVENT_OPENED);
+    assert.equal(c.messages.find((m) => m.connectionId === 1)?.event, StreamEvent.STREAM_EVENT_OPENED);
     assert.ok(!usText(c.messages).includes('intruder'));
     call.write(usEvent(StreamEvent.STREAM_EVENT_CLOSED, 1));
     assert.equal((await e.done).code, status.OK);

@@ -18,6 +18,25 @@ import type { GatewayConnection } from '../connection.js';
 import { canWrite } from '../relay.js';
 import { openAgentChannel } from '../ssh2-shims/index.js';
 import type { BoundWorkspace } from '../workspace.js';
+import type { SessionState } from './common.js';
+
+/**
+ * Agent forwarding for a session channel that asked for it: the forward (if allowed) and the
+ * session's environment with SSH_AUTH_SOCK added. Failures only cost the agent, never the session.
+ */
+export async function sessionAgent(
+  conn: GatewayConnection,
+  ws: BoundWorkspace,
+  state: SessionState,
+  ownerId: string,
+): Promise<{ agent: AgentForward | undefined; env: Array<[string, string]> }> {
+  if (!state.agentRequested) return { agent: undefined, env: state.env };
+  const agent = await startAgentForward(conn, ws, ownerId, state.log).catch((e: unknown) => {
+    state.log.warn({ err: errText(e) }, 'agent forwarding failed');
+    return undefined;
+  });
+  return { agent, env: agent ? [...state.env, ['SSH_AUTH_SOCK', agent.socketPath]] : state.env };
+}
 
 export interface AgentForward {
   /** SSH_AUTH_SOCK inside the workspace. */
@@ -69,8 +88,15 @@ export async function startAgentForward(
     if (!isCleanEnd(e)) log.warn({ err: describeGrpcError(e) }, 'agent forwarding stream failed');
   });
   call.on('end', () => closeAll(channels));
-  if (multiplex) serveMultiplexed(conn, call, channels, log);
-  else await serveSingle(conn, call, channels, log);
+  if (multiplex) {
+    // Start the session only once the socket listens, so its first `ssh-add` finds it.
+    const ready = await listening(call, serveMultiplexed(conn, call, channels, log));
+    if (!ready.ok) {
+      log.warn({ err: ready.why }, 'agent socket not available; SSH_AUTH_SOCK withheld');
+      if (canWrite(call)) call.end();
+      return undefined;
+    }
+  } else await serveSingle(conn, call, channels, log);
   log.info({ socketPath, multiplex }, 'agent forwarding started');
   return {
     socketPath,
@@ -103,12 +129,33 @@ interface Local {
   closed: boolean;
 }
 
+const LISTEN_READY_TIMEOUT_MS = 10_000;
+
+function listening(
+  call: UnixSocketCall,
+  ready: Promise<void>,
+): Promise<{ ok: true } | { ok: false; why: string }> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({ ok: false, why: 'timed out' }), LISTEN_READY_TIMEOUT_MS);
+    const done = (r: { ok: true } | { ok: false; why: string }) => {
+      clearTimeout(timer);
+      resolve(r);
+    };
+    void ready.then(() => done({ ok: true }));
+    call.once('error', (e: unknown) => done({ ok: false, why: describeGrpcError(e) }));
+    call.once('end', () => done({ ok: false, why: 'the listener ended' }));
+  });
+}
+
+/** Serves the multiplexed stream; the promise resolves when the agent reports the socket listening. */
 function serveMultiplexed(
   conn: GatewayConnection,
   call: UnixSocketCall,
   channels: Set<Channel>,
   log: Logger,
-): void {
+): Promise<void> {
+  let isReady!: () => void;
+  const ready = new Promise<void>((r) => (isReady = r));
   const locals = new Map<number, Local>();
   const send = (f: UnixSocketRequest) => {
     if (canWrite(call)) call.write(f);
@@ -130,7 +177,10 @@ function serveMultiplexed(
   };
   call.on('data', (r: UnixSocketResponse) => {
     const n = r.connectionId;
-    if (n === 0) return;
+    if (n === 0) {
+      if (r.event === StreamEvent.STREAM_EVENT_OPENED) isReady();
+      return;
+    }
     if (r.event === StreamEvent.STREAM_EVENT_OPENED) {
       const local: Local = { pending: [], eof: false, closed: false };
       locals.set(n, local);
@@ -160,6 +210,7 @@ function serveMultiplexed(
       else local.closed = true;
     }
   });
+  return ready;
 }
 
 /** Reference mode: one channel up front carries every local connection back to back. */

@@ -8,11 +8,11 @@ import { errText } from '../../ops/log.js';
 import type { GatewayConnection } from '../connection.js';
 import { loginEnv } from '../env.js';
 import { nullProgress } from '../progress.js';
-import { canWrite, forward, pumpClientToCall, Valve } from '../relay.js';
+import { canWrite, forward, Valve } from '../relay.js';
 import { WorkspaceError, type BoundWorkspace } from '../workspace.js';
-import { startAgentForward } from './agent-forward.js';
+import { sessionAgent } from './agent-forward.js';
 import { finish, refuse, type SessionState } from './common.js';
-import { callOutcome } from './outcome.js';
+import { bridgeChannel } from './outcome.js';
 
 export type ExecKind = { type: 'exec'; command: string } | { type: 'sftp' };
 
@@ -58,15 +58,9 @@ export async function runExec(
   }
 
   const id = conn.ids.next(kind.type === 'exec' ? 'ex' : 'sf');
-  // Unlike the reference, exec sessions get agent forwarding too (§23.f); never sftp.
-  const agent =
-    kind.type === 'exec' && state.agentRequested
-      ? await startAgentForward(conn, ws, id, log).catch((e: unknown) => {
-          log.warn({ err: errText(e) }, 'agent forwarding failed');
-          return undefined;
-        })
-      : undefined;
-  const env = agent ? [...state.env, ['SSH_AUTH_SOCK', agent.socketPath] as [string, string]] : state.env;
+  // Unlike the reference, exec sessions get agent forwarding too (§23.f); sftp never does.
+  const { agent, env } =
+    kind.type === 'exec' ? await sessionAgent(conn, ws, state, id) : { agent: undefined, env: state.env };
   const wantExit = ws.handshake.capabilities.has(Capability.execExitStatus);
   const details =
     kind.type === 'exec'
@@ -135,18 +129,13 @@ export async function runExec(
         break;
     }
   });
-  const detach = pumpClientToCall(
+  // Client EOF only ends the upload; the call runs on until exit_code (reference-behaviour §12).
+  const outcome = await bridgeChannel(
     channel,
     call,
-    (input) => ({ request: { $case: 'input', input } }),
+    (input) => ({ request: { $case: 'input' as const, input } }),
     conn.counters,
   );
-  // Client EOF only ends the upload; the call runs on until exit_code (reference-behaviour §12).
-  channel.once('end', () => canWrite(call) && call.end());
-  channel.once('close', () => call.cancel());
-
-  const outcome = await callOutcome(call);
-  detach();
   agent?.stop();
   state.running = undefined;
   const clean = outcome.ok || isCleanEnd(outcome.error);

@@ -6,8 +6,8 @@ import type { ServerChannel } from 'ssh2';
 import { StreamEvent } from '../../gen/k8shelld/v1/k8shelld.js';
 import { describeGrpcError, isCleanEnd } from '../../backends/grpc.js';
 import type { Logger } from '../../ops/log.js';
-import { canWrite, forward, pumpClientToCall, Valve, type ByteCounters } from '../relay.js';
-import { callOutcome } from './outcome.js';
+import { canWrite, flushed, forward, Valve, type ByteCounters } from '../relay.js';
+import { bridgeChannel } from './outcome.js';
 
 interface ForwardResponse {
   data: Buffer;
@@ -59,20 +59,16 @@ export async function relayForward<Req>(
       counters.out += r.data.length;
       forward(valve, channel, r.data);
     }
-    // Destination EOF: half-close toward the client; it may still send.
-    if (r.event === StreamEvent.STREAM_EVENT_EOF && canWrite(channel)) channel.eof();
+    // Destination EOF: half-close toward the client, which may still send. Only after the bytes
+    // already queued on the channel went out: ssh2 drops (and never acknowledges) writes after eof().
+    if (r.event === StreamEvent.STREAM_EVENT_EOF)
+      void flushed(channel, channel).then(() => canWrite(channel) && channel.eof());
   });
-  const outcome = callOutcome(call);
+  channel.on('error', (e: Error) => log.debug({ err: e.message }, 'forward channel error'));
   call.resume();
-  const detach = pumpClientToCall(channel, call, frame, counters);
   // Client EOF half-closes the call (CloseSend): with half-close support the agent shuts down only
   // the write side toward the destination, otherwise it ends the forward (the reference behaviour).
-  channel.once('end', () => canWrite(call) && call.end());
-  channel.once('close', () => call.cancel());
-  channel.on('error', (e: Error) => log.debug({ err: e.message }, 'forward channel error'));
-
-  const o = await outcome;
-  detach();
+  const o = await bridgeChannel(channel, call, frame, counters);
   if (!o.ok && !isCleanEnd(o.error))
     log.info({ err: describeGrpcError(o.error) }, 'forward ended with an error');
   // EOF (if not yet sent) and close: a forward is never left half-open.

@@ -7,11 +7,11 @@ import { errText } from '../../ops/log.js';
 import type { GatewayConnection } from '../connection.js';
 import { loginEnv } from '../env.js';
 import { createProgressWriter, nullProgress } from '../progress.js';
-import { canWrite, forward, pumpClientToCall, Valve } from '../relay.js';
+import { canWrite, forward, Valve } from '../relay.js';
 import { WorkspaceError, type BoundWorkspace } from '../workspace.js';
-import { startAgentForward } from './agent-forward.js';
+import { sessionAgent } from './agent-forward.js';
 import { finish, refuse, type SessionState } from './common.js';
-import { callOutcome } from './outcome.js';
+import { bridgeChannel } from './outcome.js';
 
 const CTRL_C = 0x03;
 
@@ -68,13 +68,7 @@ export async function runShell(
   }
 
   // Agent forwarding is checked separately: a refusal only withholds SSH_AUTH_SOCK (§23.d).
-  const agent = state.agentRequested
-    ? await startAgentForward(conn, ws, state.id, log).catch((e: unknown) => {
-        log.warn({ err: errText(e) }, 'agent forwarding failed');
-        return undefined;
-      })
-    : undefined;
-  const env = agent ? [...state.env, ['SSH_AUTH_SOCK', agent.socketPath] as [string, string]] : state.env;
+  const { agent, env } = await sessionAgent(conn, ws, state, state.id);
 
   const call = ws.client.shell(state.id);
   const wantExit = ws.handshake.capabilities.has(Capability.shellExitStatus);
@@ -116,18 +110,13 @@ export async function runShell(
       exit = r.exitStatus;
     }
   });
-  const detach = pumpClientToCall(
+  // Client EOF half-closes the call: a non-PTY shell then sees stdin EOF and its output keeps flowing.
+  const outcome = await bridgeChannel(
     channel,
     call,
-    (data) => ({ request: { $case: 'data', data } }),
+    (data) => ({ request: { $case: 'data' as const, data } }),
     conn.counters,
   );
-  // Client EOF half-closes the call: a non-PTY shell then sees stdin EOF and its output keeps flowing.
-  channel.once('end', () => canWrite(call) && call.end());
-  channel.once('close', () => call.cancel());
-
-  const outcome = await callOutcome(call);
-  detach();
   agent?.stop();
   state.running = undefined;
   if (outcome.ok || isCleanEnd(outcome.error)) {

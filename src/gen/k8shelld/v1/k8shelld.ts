@@ -201,7 +201,10 @@ export interface UnixSocketStartRequest {
 
 export interface UnixSocketResponse {
   data: Buffer;
-  /** PROJECT EXTENSION (§9.7) */
+  /**
+   * PROJECT EXTENSION (§9.7). With multiplex, {connection_id: 0, event: OPENED} is sent once when the
+   * socket is listening (0 is never a connection), so the gateway can start the session afterwards.
+   */
   connectionId: number;
   /** PROJECT EXTENSION (§9.7) */
   event: StreamEvent;

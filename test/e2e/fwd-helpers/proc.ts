@@ -1,0 +1,193 @@
+// Processes for the forwarding tests: ssh options with an optional real agent, background clients
+// (`ssh -N -L …`, ControlMaster) that are always killed in `after`, and runs with their own env.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { E2E, RunResult } from '../harness.js';
+
+export interface SshArgOptions {
+  key?: string;
+  /** Path of a real ssh-agent socket: used for authentication and for -A; default none. */
+  agentSock?: string;
+  logLevel?: string;
+}
+
+/** Like the harness's sshBaseArgs, but the agent and the log level are choices (first -o wins in ssh). */
+export function sshArgs(e: E2E, o: SshArgOptions = {}): string[] {
+  return [
+    '-F',
+    '/dev/null',
+    '-p',
+    String(e.port),
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    `LogLevel=${o.logLevel ?? 'ERROR'}`,
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    `IdentityAgent=${o.agentSock ?? 'none'}`,
+    '-i',
+    o.key ?? e.keys.user,
+  ];
+}
+
+export interface RunEnvOptions {
+  input?: Buffer | string;
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Runs a command to completion with a deadline; the child gets `env` merged over this process's env. */
+export function runEnv(cmd: string, argv: string[], o: RunEnvOptions = {}): Promise<RunResult> {
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(
+        new Error(
+          `${cmd} ${argv.slice(-3).join(' ')} did not finish within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString()}`,
+        ),
+      );
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(o.input);
+  });
+}
+
+export interface Background {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, then SIGKILL if it has not exited within 3 s; resolves when it is gone. */
+  stop(): Promise<void>;
+}
+
+/** Background processes of one test file; `stopAll` goes into `after`. */
+export class Processes {
+  private readonly live = new Set<Background>();
+
+  start(cmd: string, argv: string[], env?: NodeJS.ProcessEnv): Background {
+    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdin?.on('error', () => undefined);
+    let done = false;
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.on('close', (code, signal) => {
+        done = true;
+        resolve({ code, signal });
+      });
+      child.on('error', () => {
+        done = true;
+        resolve({ code: null, signal: null });
+      });
+    });
+    const bg: Background = {
+      child,
+      stdout: () => out,
+      stderr: () => err,
+      exited,
+      stop: async () => {
+        if (!done) {
+          child.kill('SIGTERM');
+          const killer = setTimeout(() => child.kill('SIGKILL'), 3000);
+          await exited;
+          clearTimeout(killer);
+        }
+        this.live.delete(bg);
+      },
+    };
+    this.live.add(bg);
+    void exited.then(() => this.live.delete(bg));
+    return bg;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.live].map((p) => p.stop()));
+  }
+}
+
+/** Waits for `cond` like waitFor, but fails at once with the client's stderr if `bg` exits first. */
+export async function waitWhileRunning<T>(
+  bg: Background,
+  cond: () => T | Promise<T>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    if (bg.child.exitCode !== null || bg.child.signalCode !== null)
+      throw new Error(
+        `${what}: process exited (${bg.child.exitCode ?? bg.child.signalCode}); stderr: ${bg.stderr()}`,
+      );
+    try {
+      const v = await cond();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() >= end)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}; stderr: ${bg.stderr()}`,
+      );
+    await delay(25);
+  }
+}
+
+/** Escapes a string for use inside a RegExp. */
+const reEscape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Starts `ssh -N <forward options> user@127.0.0.1` (debug log on) and resolves once ssh says every
+ * listener in `listening` (local ports or socket paths) is up. No probe connection is made, so no
+ * channel is opened before the test's own.
+ */
+export async function startForwarder(
+  procs: Processes,
+  e: E2E,
+  forwardArgs: string[],
+  listening: (number | string)[],
+  o: SshArgOptions = {},
+): Promise<Background> {
+  const bg = procs.start('ssh', [
+    ...sshArgs(e, { ...o, logLevel: 'DEBUG1' }),
+    '-N',
+    // A local port taken meanwhile (freePort is best effort) then fails fast instead of hanging.
+    '-o',
+    'ExitOnForwardFailure=yes',
+    ...forwardArgs,
+    `${e.user}@127.0.0.1`,
+  ]);
+  const res = listening.map(
+    (l) =>
+      new RegExp(
+        typeof l === 'number'
+          ? `Local forwarding listening on \\S+ port ${l}\\.`
+          : `Local forwarding listening on path ${reEscape(l)}\\.`,
+      ),
+  );
+  await waitWhileRunning(
+    bg,
+    () => res.every((r) => r.test(bg.stderr())),
+    `ssh ${forwardArgs.join(' ')} to listen`,
+  );
+  return bg;
+}
