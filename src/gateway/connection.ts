@@ -54,10 +54,7 @@ export class GatewayConnection {
    * that; a failure is not cached, so a later channel retries (reference-behaviour §9.5 step 4).
    */
   workspace(progress: ProgressWriter, signal: AbortSignal): Promise<BoundWorkspace> {
-    if (this.bound) {
-      progress.connecting(this.bound.details.serverName);
-      return Promise.resolve(this.bound);
-    }
+    if (this.bound) return Promise.resolve(this.bound);
     if (!this.binding) {
       const sig = AbortSignal.any([signal, this.closer.signal]);
       this.binding = this.deps.resolver
