@@ -17,17 +17,33 @@ export interface ByteCounters {
   out: number;
 }
 
+/**
+ * How much a byte-stream sink (an SSH channel) may hold before its source is paused. ssh2 channels
+ * keep Node's default 16 KiB high-water mark, so write() reports "full" for every 32 KiB packet;
+ * pausing the gRPC call on each of those turned the relay into a ping-pong (half the time idle).
+ * Nothing is unbounded: the sink's buffer stays under this limit plus one frame.
+ */
+export const BYTE_SINK_LIMIT = 1024 * 1024;
+
+interface Sink {
+  once(ev: 'drain', f: () => void): unknown;
+  readonly writableLength: number;
+  readonly writableObjectMode: boolean;
+}
+
 /** Pauses `source` while `sink` is full; one pending 'drain' listener at most. */
 export class Valve {
   private waiting = false;
   constructor(
     private readonly source: { pause(): unknown; resume(): unknown },
-    private readonly sink: { once(ev: 'drain', f: () => void): unknown },
+    private readonly sink: Sink,
   ) {}
 
   /** Call with the result of sink.write(). */
   wrote(ok: boolean): void {
     if (ok || this.waiting) return;
+    // write() returned false, so 'drain' will come once the buffer is empty.
+    if (!this.sink.writableObjectMode && this.sink.writableLength < BYTE_SINK_LIMIT) return;
     this.waiting = true;
     this.source.pause();
     this.sink.once('drain', () => {

@@ -1,0 +1,114 @@
+// Command-line options of `npm run bench`, with the issue's defaults and a --quick profile for the smoke test.
+import { parseArgs } from 'node:util';
+
+export const SCENARIO_GROUPS = ['setup', 'latency', 'exec', 'forward', 'sftp', 'sessions', 'rate'] as const;
+export type ScenarioGroup = (typeof SCENARIO_GROUPS)[number];
+
+export interface BenchOptions {
+  size: number;
+  fwdSize: number;
+  sftpSize: number;
+  runs: number;
+  setupRuns: number;
+  rttCount: number;
+  sessions: number[];
+  rateSessions: number;
+  rateConcurrency: number;
+  cipher: string;
+  /** Key exchange for every client; undefined = the client's default preference. */
+  kex: string | undefined;
+  scenarios: ScenarioGroup[];
+  json: string;
+  quick: boolean;
+  /** Run the agent from src/ through tsx instead of dist/ (the smoke test does not build). */
+  tsxAgent: boolean;
+}
+
+export const USAGE = `Usage: npm run bench -- [options]
+  --size N            exec throughput bytes (default 1G; suffixes K, M, G)
+  --fwd-size N        -L throughput bytes (default 512M)
+  --sftp-size N       sftp file size (default 256M)
+  --runs N            interleaved A/B runs per throughput scenario (default 5)
+  --setup-runs N      connection set-up runs (default 50)
+  --rtt-count N       interactive echo round trips (default 1000)
+  --sessions LIST     concurrent idle PTY sessions (default 100,500,1000)
+  --rate-sessions N   sessions for the connection-rate test (default 200, concurrency 20)
+  --cipher NAME       SSH cipher for every client (default aes128-gcm@openssh.com)
+  --kex NAME          pin the key exchange for every client (default: the OpenSSH client's preference)
+  --scenarios LIST    subset of ${SCENARIO_GROUPS.join(',')}
+  --json FILE         result file (default bench/results/latest.json)
+  --quick             tiny sizes (smoke test)
+  --tsx-agent         run the agent from src/ through tsx (no build needed)
+`;
+
+/** Parses "512M", "1G", "64k", "1000" into bytes (binary multiples). */
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgKMG]?)(?:i?[bB])?$/.exec(s.trim());
+  if (!m) throw new Error(`bad size "${s}" (expected a number with an optional K, M or G suffix)`);
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1;
+  const n = Math.round(Number(m[1]) * mult);
+  if (!Number.isFinite(n) || n < 1) throw new Error(`size "${s}" must be at least 1 byte`);
+  return n;
+}
+
+function positiveInt(name: string, s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${s}"`);
+  return n;
+}
+
+export function parseOptions(argv: string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      size: { type: 'string' },
+      'fwd-size': { type: 'string' },
+      'sftp-size': { type: 'string' },
+      runs: { type: 'string' },
+      'setup-runs': { type: 'string' },
+      'rtt-count': { type: 'string' },
+      sessions: { type: 'string' },
+      'rate-sessions': { type: 'string' },
+      cipher: { type: 'string', default: 'aes128-gcm@openssh.com' },
+      kex: { type: 'string' },
+      scenarios: { type: 'string' },
+      json: { type: 'string', default: 'bench/results/latest.json' },
+      quick: { type: 'boolean', default: false },
+      'tsx-agent': { type: 'boolean', default: false },
+    },
+  });
+  const q = values.quick === true;
+  const scenarios = (values.scenarios ?? SCENARIO_GROUPS.join(','))
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of scenarios)
+    if (!(SCENARIO_GROUPS as readonly string[]).includes(s))
+      throw new Error(`unknown scenario "${s}" (known: ${SCENARIO_GROUPS.join(', ')})`);
+  const sessions = (values.sessions ?? (q ? '5' : '100,500,1000'))
+    .split(',')
+    .map((s) => positiveInt('sessions', s));
+  const runs = positiveInt('runs', values.runs ?? (q ? '2' : '5'));
+  if (!q && runs < 5) process.stderr.write('warning: fewer than 5 runs; medians will be noisy\n');
+  if (!/^[\w.@-]+$/.test(values.cipher)) throw new Error(`bad cipher name "${values.cipher}"`);
+  if (values.kex !== undefined && !/^[\w.@-]+$/.test(values.kex))
+    throw new Error(`bad kex name "${values.kex}"`);
+  return {
+    size: parseSize(values.size ?? (q ? '1M' : '1G')),
+    fwdSize: parseSize(values['fwd-size'] ?? (q ? '1M' : '512M')),
+    sftpSize: parseSize(values['sftp-size'] ?? (q ? '1M' : '256M')),
+    runs,
+    setupRuns: positiveInt('setup-runs', values['setup-runs'] ?? (q ? '3' : '50')),
+    rttCount: positiveInt('rtt-count', values['rtt-count'] ?? (q ? '20' : '1000')),
+    sessions,
+    rateSessions: positiveInt('rate-sessions', values['rate-sessions'] ?? (q ? '10' : '200')),
+    rateConcurrency: 20,
+    cipher: values.cipher,
+    kex: values.kex,
+    scenarios: scenarios as ScenarioGroup[],
+    json: values.json,
+    quick: q,
+    tsxAgent: values['tsx-agent'] === true,
+  };
+}

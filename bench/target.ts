@@ -1,0 +1,86 @@
+// What a scenario needs to know about one side: how to reach it, and how to read its CPU and memory.
+import type { BenchEnv } from './env.js';
+import { childrenOf, rssKiB, selfCpu, settle, treeCpu, treePssKiB } from './proc.js';
+
+export type Side = 'gateway' | 'sshd';
+export const SIDES: readonly Side[] = ['gateway', 'sshd'];
+
+/** CPU seconds so far; `total` is the whole server side (relay processes plus the commands they ran). */
+export interface CpuReading {
+  total: number;
+  parts: Record<string, number>;
+}
+
+export interface MemReading {
+  /** PSS of the whole server-side process tree, KiB. */
+  treePss: number;
+  parts: Record<string, number>;
+}
+
+export interface Target {
+  side: Side;
+  port: number;
+  user: string;
+  env: BenchEnv;
+  /** ssh options that pick this target (before the destination). */
+  sshArgs(): string[];
+  destination: string;
+  cpu(): CpuReading;
+  memory(): MemReading;
+  /** Waits (bounded) until per-connection processes of earlier runs are gone, so readings are complete. */
+  settle(timeoutMs?: number): Promise<void>;
+}
+
+function baseArgs(env: BenchEnv, port: number): string[] {
+  return ['-F', env.sshConfig, '-p', String(port), '-c', env.cipher];
+}
+
+export function sshdTarget(env: BenchEnv, port: number, pid: number): Target {
+  return {
+    side: 'sshd',
+    port,
+    user: env.user,
+    env,
+    destination: `${env.user}@127.0.0.1`,
+    sshArgs: () => baseArgs(env, port),
+    // Reaped connection children are in the listener's cutime, live ones are read one by one.
+    cpu: () => ({ total: treeCpu(pid), parts: {} }),
+    memory: () => ({ treePss: treePssKiB(pid), parts: {} }),
+    settle: async (timeoutMs = 5000) => {
+      await settle(() => childrenOf(pid).length === 0, timeoutMs);
+    },
+  };
+}
+
+/** The stack process runs the gateway; its children are the workspace agents (one here). */
+export function gatewayTarget(env: BenchEnv, port: number, pid: number): Target {
+  const agents = () => childrenOf(pid);
+  return {
+    side: 'gateway',
+    port,
+    user: env.user,
+    env,
+    destination: `${env.user}@127.0.0.1`,
+    sshArgs: () => baseArgs(env, port),
+    cpu: () => {
+      const gateway = selfCpu(pid);
+      let agent = 0;
+      let tree = 0;
+      for (const a of agents()) {
+        agent += selfCpu(a);
+        tree += treeCpu(a);
+      }
+      return { total: gateway + tree, parts: { gateway, agent, commands: tree - agent } };
+    },
+    memory: () => {
+      const as = agents();
+      return {
+        treePss: treePssKiB(pid),
+        parts: { gatewayRss: rssKiB(pid), agentRss: as.reduce((s, a) => s + rssKiB(a), 0) },
+      };
+    },
+    settle: async (timeoutMs = 5000) => {
+      await settle(() => agents().every((a) => childrenOf(a).length === 0), timeoutMs);
+    },
+  };
+}
