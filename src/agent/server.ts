@@ -1,4 +1,5 @@
 // The workspace agent: a k8shelld-compatible gRPC daemon (wire-protocol.md §5, §8, §9).
+import { widenReceiveWindows } from './flow-control.js';
 import { lstat, unlink } from 'node:fs/promises';
 import {
   Server,
@@ -196,6 +197,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const address = listen.unixPath
     ? `unix:${listen.unixPath}`
     : `${opts.listen.slice(0, opts.listen.lastIndexOf(':'))}:${port}`;
+  if (!widenReceiveWindows(server)) log.warn('could not widen HTTP/2 windows: uploads will be slower');
   log.info({ address, version, auth: Boolean(auth) }, 'agent listening');
 
   let closed: Promise<void> | undefined;
