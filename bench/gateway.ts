@@ -27,7 +27,10 @@ export async function startGateway(env: BenchEnv, tsxAgent: boolean): Promise<Ru
     `users:\n  - name: ${env.user}\n    authorizedKeys: [${JSON.stringify(env.publicKey)}]\n`,
   );
   const logFile = join(env.dir, 'gateway.log');
+  // BENCH_PROFILE=DIR: V8 CPU profiles of the gateway and agent processes land in DIR.
+  const prof = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const args = [
+    ...prof,
     '--import',
     'tsx',
     join(REPO, 'bench/stack-process.ts'),

@@ -27,7 +27,10 @@ async function main(): Promise<void> {
     listen: '127.0.0.1:0',
     dataDir,
     homeDir: home,
-    agentCommand: values['tsx-agent'] ? ['--import', 'tsx', join(REPO, 'src/cli/agent.ts')] : undefined,
+    agentCommand: [
+      ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+      ...(values['tsx-agent'] ? ['--import', 'tsx', join(REPO, 'src/cli/agent.ts')] : [join(REPO, 'dist/cli/agent.js')]),
+    ],
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       // Same admission limit as the baseline sshd (MaxStartups 2000).

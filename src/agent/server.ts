@@ -1,5 +1,6 @@
 // The workspace agent: a k8shelld-compatible gRPC daemon (wire-protocol.md §5, §8, §9).
 import { widenReceiveWindows } from './flow-control.js';
+import { FastSshService } from '../common/k8shelld-wire.js';
 import { lstat, unlink } from 'node:fs/promises';
 import {
   Server,
@@ -11,7 +12,6 @@ import {
 } from '@grpc/grpc-js';
 import {
   HandshakeResponse,
-  SshServiceService,
   SystemServiceService,
   type HandshakeRequest,
 } from '../gen/k8shelld/v1/k8shelld.js';
@@ -178,7 +178,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     'grpc.max_receive_message_length': 32 * 1024 * 1024,
   });
   server.addService(SystemServiceService, { handshake: unary(handshakeHandler(version)) });
-  server.addService(SshServiceService, {
+  server.addService(FastSshService, {
     shell: bidi('shell', shellHandler(ctx)),
     resizeTerminal: unary(resizeHandler(ctx)),
     exec: bidi('exec', execHandler(ctx)),

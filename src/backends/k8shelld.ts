@@ -4,8 +4,8 @@
 import { existsSync } from 'node:fs';
 import { Channel, Metadata, status, type ClientDuplexStream } from '@grpc/grpc-js';
 import {
-  SshServiceClient,
   SystemServiceClient,
+  type SshServiceClient,
   type ExecRequest,
   type ExecResponse,
   type PortForwardRequest,
@@ -16,6 +16,7 @@ import {
   type UnixSocketResponse,
 } from '../gen/k8shelld/v1/k8shelld.js';
 import { ProxyError } from '../common/errors.js';
+import { FastSshServiceClient } from '../common/k8shelld-wire.js';
 import { channelCredentials, channelOptions, describeGrpcError, interceptorsFor, unaryCall } from './grpc.js';
 
 /** Capability strings of wire-protocol.md §9.2. */
@@ -81,7 +82,7 @@ export class WorkspaceClient {
     this.channel = new Channel(this.address, creds, options);
     const clientOpts = { channelOverride: this.channel, interceptors: interceptorsFor(cfg) };
     this.system = new SystemServiceClient(this.address, creds, clientOpts);
-    this.ssh = new SshServiceClient(this.address, creds, clientOpts);
+    this.ssh = new FastSshServiceClient(this.address, creds, clientOpts);
   }
 
   async handshake(
