@@ -29,7 +29,9 @@ async function main(): Promise<void> {
     homeDir: home,
     agentCommand: [
       ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
-      ...(values['tsx-agent'] ? ['--import', 'tsx', join(REPO, 'src/cli/agent.ts')] : [join(REPO, 'dist/cli/agent.js')]),
+      ...(values['tsx-agent']
+        ? ['--import', 'tsx', join(REPO, 'src/cli/agent.ts')]
+        : [join(REPO, 'dist/cli/agent.js')]),
     ],
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
