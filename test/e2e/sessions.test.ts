@@ -96,6 +96,28 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
     }
   });
 
+  test('keys typed while the workspace starts reach the shell (not dropped)', async () => {
+    // bob's workspace is not started yet: the first keystrokes arrive while it is being provisioned.
+    const p = pty.spawn('ssh', [...sshBaseArgs(e, e.keys.bob), '-tt', 'bob@127.0.0.1'], {
+      cols: 80,
+      rows: 24,
+      env: { ...process.env, TERM: 'xterm' },
+    });
+    let screen = '';
+    p.onData((d) => (screen += d));
+    const exited = new Promise<number>((r) => p.onExit(({ exitCode }) => r(exitCode)));
+    try {
+      p.write('echo early-$((40+2)); exit 5\r');
+      await waitFor(() => screen.includes('early-42'), {
+        timeoutMs: 30_000,
+        what: 'the early command to run',
+      });
+      assert.equal(await exited, 5);
+    } finally {
+      p.kill();
+    }
+  });
+
   test('sftp batch put, get, ls, rm with sha256 checks', async () => {
     const local = e.dir.join('sftp-src.bin');
     const back = e.dir.join('sftp-back.bin');

@@ -14,6 +14,7 @@ import { finish, refuse, type SessionState } from './common.js';
 import { bridgeChannel } from './outcome.js';
 
 const CTRL_C = 0x03;
+const EARLY_INPUT_LIMIT = 64 * 1024;
 
 export async function runShell(
   conn: GatewayConnection,
@@ -28,10 +29,17 @@ export async function runShell(
     ? createProgressWriter({ write: (s) => void (canWrite(channel) && channel.write(s)) }, wo)
     : nullProgress;
 
-  // Ctrl+C while the workspace starts cancels the start; other keys typed meanwhile are dropped.
+  // Ctrl+C while the workspace starts cancels the start. Other keys typed meanwhile are kept and
+  // handed to the shell afterwards, as a terminal would (the reference drops them); past a bound the
+  // channel is paused and SSH flow control holds the rest.
   const start = new AbortController();
+  const early: Buffer[] = [];
+  let earlyBytes = 0;
   const onStartInput = (d: Buffer) => {
-    if (d.includes(CTRL_C)) start.abort();
+    if (d.includes(CTRL_C)) return start.abort();
+    early.push(d);
+    earlyBytes += d.length;
+    if (earlyBytes >= EARLY_INPUT_LIMIT) channel.pause();
   };
   const onClose = () => start.abort();
   channel.once('close', onClose);
@@ -49,6 +57,7 @@ export async function runShell(
     channel.off('data', onStartInput);
     channel.off('close', onClose);
     channel.pause();
+    if (early.length && !channel.readableEnded) channel.unshift(Buffer.concat(early));
     progress.close();
   }
 
