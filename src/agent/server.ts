@@ -1,5 +1,6 @@
 // The workspace agent: a k8shelld-compatible gRPC daemon (wire-protocol.md §5, §8, §9).
 import { widenReceiveWindows } from './flow-control.js';
+import { sweepSessions } from './procs.js';
 import { FastSshService } from '../common/k8shelld-wire.js';
 import { lstat, unlink } from 'node:fs/promises';
 import {
@@ -205,6 +206,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     closed ??= (async () => {
       closing = true;
       for (const item of store.live()) item.kill();
+      sweepSessions();
       await ctx.listeners.closeAll();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -96,3 +96,13 @@ describe('agent units', () => {
     assert.equal(s.has('ex-2'), false);
   });
 });
+
+test('ByteRing holds only what was pushed, stays bounded under many tiny pushes', () => {
+  const r = new ByteRing(1000);
+  for (let i = 0; i < 5000; i++) r.push(Buffer.from([65 + (i % 26)]));
+  assert.equal(r.length, 1000);
+  const c = r.contents();
+  assert.equal(c.length, 1000);
+  assert.equal(c[999], 65 + (4999 % 26));
+  assert.equal(c[0], 65 + (4000 % 26));
+});
