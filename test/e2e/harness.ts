@@ -94,7 +94,14 @@ export interface SshOptions {
   timeoutMs?: number;
 }
 
-export function sshBaseArgs(e: E2E, key: string): string[] {
+export interface SshArgOptions {
+  /** A real ssh-agent socket for authentication and -A; default none. */
+  agentSock?: string;
+  logLevel?: string;
+}
+
+/** Options that isolate the client from the user's config (in ssh the first -o of a kind wins). */
+export function sshBaseArgs(e: E2E, key: string, o: SshArgOptions = {}): string[] {
   return [
     '-F',
     '/dev/null',
@@ -105,13 +112,13 @@ export function sshBaseArgs(e: E2E, key: string): string[] {
     '-o',
     'UserKnownHostsFile=/dev/null',
     '-o',
-    'LogLevel=ERROR',
+    `LogLevel=${o.logLevel ?? 'ERROR'}`,
     '-o',
     'BatchMode=yes',
     '-o',
     'IdentitiesOnly=yes',
     '-o',
-    'IdentityAgent=none',
+    `IdentityAgent=${o.agentSock ?? 'none'}`,
     '-i',
     key,
   ];
@@ -123,14 +130,22 @@ export function ssh(e: E2E, login: string, args: string[], o: SshOptions = {}): 
   return run('ssh', argv, o);
 }
 
+export interface RunOptions {
+  input?: Buffer | string;
+  timeoutMs?: number;
+  cwd?: string;
+  /** Merged over this process's environment. */
+  env?: NodeJS.ProcessEnv;
+}
+
 /** Runs any command to completion with a deadline (the process is killed when it passes). */
-export function run(
-  cmd: string,
-  argv: string[],
-  o: { input?: Buffer | string; timeoutMs?: number; cwd?: string } = {},
-): Promise<RunResult> {
+export function run(cmd: string, argv: string[], o: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], cwd: o.cwd });
+    const child = spawn(cmd, argv, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      cwd: o.cwd,
+      env: { ...process.env, ...o.env },
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -2,70 +2,25 @@
 // (`ssh -N -L …`, ControlMaster) that are always killed in `after`, and runs with their own env.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { E2E, RunResult } from '../harness.js';
+import {
+  run,
+  sshBaseArgs,
+  type E2E,
+  type RunOptions,
+  type RunResult,
+  type SshArgOptions,
+} from '../harness.js';
 
-export interface SshArgOptions {
-  key?: string;
-  /** Path of a real ssh-agent socket: used for authentication and for -A; default none. */
-  agentSock?: string;
-  logLevel?: string;
+export type { SshArgOptions } from '../harness.js';
+
+/** The harness's client options with the key, agent and log level as choices. */
+export function sshArgs(e: E2E, o: SshArgOptions & { key?: string } = {}): string[] {
+  return sshBaseArgs(e, o.key ?? e.keys.user, o);
 }
 
-/** Like the harness's sshBaseArgs, but the agent and the log level are choices (first -o wins in ssh). */
-export function sshArgs(e: E2E, o: SshArgOptions = {}): string[] {
-  return [
-    '-F',
-    '/dev/null',
-    '-p',
-    String(e.port),
-    '-o',
-    'StrictHostKeyChecking=no',
-    '-o',
-    'UserKnownHostsFile=/dev/null',
-    '-o',
-    `LogLevel=${o.logLevel ?? 'ERROR'}`,
-    '-o',
-    'BatchMode=yes',
-    '-o',
-    'IdentitiesOnly=yes',
-    '-o',
-    `IdentityAgent=${o.agentSock ?? 'none'}`,
-    '-i',
-    o.key ?? e.keys.user,
-  ];
-}
-
-export interface RunEnvOptions {
-  input?: Buffer | string;
-  timeoutMs?: number;
-  env?: NodeJS.ProcessEnv;
-}
-
-/** Runs a command to completion with a deadline; the child gets `env` merged over this process's env. */
-export function runEnv(cmd: string, argv: string[], o: RunEnvOptions = {}): Promise<RunResult> {
-  const timeoutMs = o.timeoutMs ?? 30_000;
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(
-        new Error(
-          `${cmd} ${argv.slice(-3).join(' ')} did not finish within ${timeoutMs} ms; stderr: ${Buffer.concat(err).toString()}`,
-        ),
-      );
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() });
-    });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(o.input);
-  });
+/** Runs a command to completion with a deadline; `env` is merged over this process's env. */
+export function runEnv(cmd: string, argv: string[], o: RunOptions = {}): Promise<RunResult> {
+  return run(cmd, argv, { timeoutMs: 30_000, ...o });
 }
 
 export interface Background {
