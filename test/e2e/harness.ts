@@ -124,6 +124,11 @@ export function sshBaseArgs(e: E2E, key: string, o: SshArgOptions = {}): string[
   ];
 }
 
+/** The same client options for sftp and scp, which spell the port flag -P. */
+export function copyToolArgs(e: E2E, key: string): string[] {
+  return sshBaseArgs(e, key).map((a) => (a === '-p' ? '-P' : a));
+}
+
 /** Runs `ssh … login@127.0.0.1 args…` to completion. */
 export function ssh(e: E2E, login: string, args: string[], o: SshOptions = {}): Promise<RunResult> {
   const argv = [...sshBaseArgs(e, o.key ?? e.keys.user), ...(o.options ?? []), `${login}@127.0.0.1`, ...args];

@@ -6,7 +6,16 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import pty from 'node-pty';
 import { waitFor } from '../helpers/wait.js';
-import { identityDown, identityUp, run, ssh, sshBaseArgs, startE2E, type E2E } from './harness.js';
+import {
+  copyToolArgs,
+  identityDown,
+  identityUp,
+  run,
+  ssh,
+  sshBaseArgs,
+  startE2E,
+  type E2E,
+} from './harness.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -128,27 +137,7 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
       batch,
       `put ${local} spx-sftp.bin\nls -l spx-sftp.bin\nget spx-sftp.bin ${back}\nrm spx-sftp.bin\n`,
     );
-    const r = await run('sftp', [
-      '-F',
-      '/dev/null',
-      '-P',
-      String(e.port),
-      '-o',
-      'StrictHostKeyChecking=no',
-      '-o',
-      'UserKnownHostsFile=/dev/null',
-      '-o',
-      'BatchMode=yes',
-      '-o',
-      'IdentitiesOnly=yes',
-      '-o',
-      'IdentityAgent=none',
-      '-i',
-      e.keys.user,
-      '-b',
-      batch,
-      `${e.user}@127.0.0.1`,
-    ]);
+    const r = await run('sftp', [...copyToolArgs(e, e.keys.user), '-b', batch, `${e.user}@127.0.0.1`]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout.toString(), /spx-sftp\.bin/);
     assert.equal(sha256(readFileSync(back)), sha256(data));
@@ -162,25 +151,7 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
       const back = e.dir.join(`scp-${mode}-back.bin`);
       const data = randomBytes(2 * 1024 * 1024 + 5);
       writeFileSync(local, data);
-      const base = [
-        ...(mode === 'legacy' ? ['-O'] : []),
-        '-F',
-        '/dev/null',
-        '-P',
-        String(e.port),
-        '-o',
-        'StrictHostKeyChecking=no',
-        '-o',
-        'UserKnownHostsFile=/dev/null',
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'IdentitiesOnly=yes',
-        '-o',
-        'IdentityAgent=none',
-        '-i',
-        e.keys.user,
-      ];
+      const base = [...(mode === 'legacy' ? ['-O'] : []), ...copyToolArgs(e, e.keys.user)];
       const up = await run('scp', [...base, local, `${e.user}@127.0.0.1:spx-scp-${mode}.bin`]);
       assert.equal(up.code, 0, up.stderr);
       const remoteSum = await ssh(e, e.user, [`sha256sum spx-scp-${mode}.bin`]);
