@@ -363,10 +363,11 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
     call.end();
   };
 
-  /** Handshake, one `status: Error` event, end: for requests that are understood but cannot be served. */
-  const failAfterHandshake = (
+  /** Handshake, one final `status` event, end: for requests answered without running a job. */
+  const answerWithStatus = (
     call: ServerWritableStream<unknown, ProvisionWorkspaceResponse>,
     workspace: string,
+    st: 'Error' | 'Running',
     message: string,
   ) => {
     handshake(call, workspace);
@@ -378,7 +379,7 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
             type: 'status',
             timestamp: new Date().toISOString(),
             objectName: workspace,
-            status: 'Error',
+            status: st,
             message,
           },
         },
@@ -386,6 +387,12 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
     );
     call.end();
   };
+  /** For requests that are understood but cannot be served. */
+  const failAfterHandshake = (
+    call: ServerWritableStream<unknown, ProvisionWorkspaceResponse>,
+    workspace: string,
+    message: string,
+  ) => answerWithStatus(call, workspace, 'Error', message);
 
   const timeoutOf = (t: number) => (t > 0 ? Math.min(t, MAX_TIMEOUT_SEC) : DEFAULT_TIMEOUT_SEC);
 
@@ -487,25 +494,8 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
         if (!name) return handshakeError(call, 'InvalidArgument', 'workspace name is required');
         const ws = byName.get(name);
         if (!ws) return handshakeError(call, 'NotFound', `workspace "${name}" not found`);
-        if (!ws.job && !ws.stopping && ws.agent?.alive()) {
-          handshake(call, name);
-          call.write(
-            ProvisionWorkspaceResponse.fromPartial({
-              data: {
-                $case: 'event',
-                event: {
-                  type: 'status',
-                  timestamp: new Date().toISOString(),
-                  objectName: name,
-                  status: 'Running',
-                  message: 'workspace is already running',
-                },
-              },
-            }),
-          );
-          call.end();
-          return;
-        }
+        if (!ws.job && !ws.stopping && ws.agent?.alive())
+          return answerWithStatus(call, name, 'Running', 'workspace is already running');
         const timeoutSec = timeoutOf(req.timeout);
         const job = startJob(ws, timeoutSec, false);
         log.info({ workspace: name, job: job.id }, 'starting workspace');

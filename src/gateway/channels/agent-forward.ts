@@ -125,11 +125,14 @@ interface Local {
   channel?: Channel;
   /** Bytes and events that arrived while the channel was being opened. */
   pending: Buffer[];
+  pendingBytes: number;
   eof: boolean;
   closed: boolean;
 }
 
 const LISTEN_READY_TIMEOUT_MS = 10_000;
+/** Agent requests are small; this bounds what waits for a channel that is still opening. */
+const MAX_PENDING_BYTES = 256 * 1024;
 
 function listening(
   call: UnixSocketCall,
@@ -161,6 +164,8 @@ function serveMultiplexed(
     if (canWrite(call)) call.write(f);
   };
   const attach = (n: number, local: Local, ch: Channel) => {
+    // Dropped while the channel was opening (flood guard): close it unused.
+    if (locals.get(n) !== local && !local.closed) return ch.close();
     local.channel = ch;
     channels.add(ch);
     for (const b of local.pending) ch.write(b);
@@ -182,7 +187,7 @@ function serveMultiplexed(
       return;
     }
     if (r.event === StreamEvent.STREAM_EVENT_OPENED) {
-      const local: Local = { pending: [], eof: false, closed: false };
+      const local: Local = { pending: [], pendingBytes: 0, eof: false, closed: false };
       locals.set(n, local);
       openAgentChannel(conn.ssh).then(
         (ch) => attach(n, local, ch),
@@ -199,7 +204,12 @@ function serveMultiplexed(
     const ch = local.channel;
     if (r.data.length) {
       if (ch) ch.write(r.data);
-      else local.pending.push(r.data);
+      else if ((local.pendingBytes += r.data.length) > MAX_PENDING_BYTES) {
+        // A client that floods before its channel is even open is not an agent client: drop it.
+        locals.delete(n);
+        send(frame(n, undefined, StreamEvent.STREAM_EVENT_CLOSED));
+        return;
+      } else local.pending.push(r.data);
     }
     if (r.event === StreamEvent.STREAM_EVENT_EOF) {
       if (ch) ch.eof();
