@@ -1,35 +1,179 @@
-// The one authorization point: every channel action asks here before it runs (DEVELOPERS.md seam).
-// Without an authz service the reference's behaviour applies: everything is allowed, except the local
-// root-shell guard. A later issue plugs authz.v1 Evaluate in behind the same function; any error
-// there must deny (fail closed).
-export type Action =
-  'ssh:shell' | 'ssh:exec' | 'ssh:sftp' | 'ssh:direct-tcpip' | 'ssh:direct-streamlocal' | 'ssh:agent-forward';
+// Authorization requests (reference-behaviour §14, wire-protocol §5.13) and the Authorizer seam.
+//
+// The dispatcher builds one complete ActionRequest per action and is the only caller of
+// `Authorizer.evaluate`; every error, timeout or malformed answer there is a deny (fail closed).
+// Without an authz service `allowAll` answers, and the dispatcher's local rules (root guard, as-user)
+// still apply.
 
+export type Action =
+  | 'user:auth'
+  | 'workspace:create'
+  | 'ssh:shell'
+  | 'ssh:exec'
+  | 'ssh:sftp'
+  | 'ssh:direct-tcpip'
+  | 'ssh:direct-streamlocal'
+  | 'ssh:agent-forward'
+  | 'session:record';
+
+/** The authz.v1 EvaluateRequest fields, exactly as sent (token filled in by the dispatcher). */
 export interface ActionRequest {
   action: Action;
+  package: 'user' | 'workspace' | 'ssh' | 'session';
+  resource: { type: 'user' | 'workspace'; id: string; attributes: Record<string, string> };
+  /** Only keys that have a value (wire-protocol §5.13). */
+  context: Record<string, string>;
+  /** The user JWT (§8.7); empty until the dispatcher fills it. */
+  token: string;
+}
+
+export interface Decision {
+  allowed: boolean;
+  /** Why it was denied (authz's reason, or ours for local rules and failures). */
+  reason: string;
+  obligations: Record<string, string>;
+}
+
+export interface Authorizer {
+  /** True when an authz service is configured (then a user token is needed for every call). */
+  readonly configured: boolean;
+  /**
+   * Evaluates one action. May throw or hang: the dispatcher bounds it with a deadline and turns any
+   * failure into a deny.
+   */
+  evaluate(req: ActionRequest, signal: AbortSignal): Promise<Decision>;
+}
+
+/** No authz service: the reference allows every action (local rules still apply). */
+export const allowAll: Authorizer = {
+  configured: false,
+  evaluate: () => Promise.resolve({ allowed: true, reason: '', obligations: {} }),
+};
+
+/** What the dispatcher knows when it builds a request; each action uses the fields §14 lists. */
+export interface Subject {
+  username: string;
+  /** Identity source (IdP) and organization, for user:auth. */
+  source?: string;
+  organization?: string;
+  workspace?: string;
+  /** Workspace blueprint (ssh:shell, session:record). */
+  blueprint?: string;
+  pty?: boolean;
+  asUser?: string;
+  command?: string;
+  host?: string;
+  port?: number;
+  socketPath?: string;
+  /** workspace:create: `inject` with a namespace and workload, else `standalone`. */
+  mode?: 'standalone' | 'inject';
+  /** workspace:create: the user-string blueprint kind (implicit / explicit / custom). */
+  blueprintKind?: string;
+  /** session:record: shell / exec / sftp / tcpip. */
+  sessionType?: 'shell' | 'exec' | 'sftp' | 'tcpip';
+}
+
+const PACKAGE: Record<Action, ActionRequest['package']> = {
+  'user:auth': 'user',
+  'workspace:create': 'workspace',
+  'ssh:shell': 'ssh',
+  'ssh:exec': 'ssh',
+  'ssh:sftp': 'ssh',
+  'ssh:direct-tcpip': 'ssh',
+  'ssh:direct-streamlocal': 'ssh',
+  'ssh:agent-forward': 'ssh',
+  'session:record': 'session',
+};
+
+function compact(m: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m)) if (v !== undefined && v !== '') out[k] = v;
+  return out;
+}
+
+/** Builds the request of reference-behaviour §14.2 for `action`, field by field. */
+export function buildRequest(action: Action, s: Subject): ActionRequest {
+  const pkg = PACKAGE[action];
+  const owner = { owner: s.username };
+  switch (action) {
+    case 'user:auth':
+      return {
+        action,
+        package: pkg,
+        resource: {
+          type: 'user',
+          id: s.username,
+          attributes: compact({ idp: s.source, org: s.organization }),
+        },
+        context: { surface: 'ssh' },
+        token: '',
+      };
+    case 'workspace:create':
+      return {
+        action,
+        package: pkg,
+        resource: { type: 'workspace', id: '', attributes: owner },
+        // The reference's source key is not known for certain (reference-behaviour §22.2 item 3).
+        context: compact({ mode: s.mode ?? 'standalone', source: s.blueprintKind }),
+        token: '',
+      };
+    default: {
+      const attributes: Record<string, string> =
+        action === 'ssh:shell' || action === 'session:record'
+          ? compact({ ...owner, blueprint: s.blueprint })
+          : { ...owner };
+      let context: Record<string, string> = {};
+      if (action === 'ssh:shell') context = compact({ pty: s.pty ? 'true' : undefined, as_user: s.asUser });
+      else if (action === 'ssh:exec') context = compact({ command: s.command });
+      else if (action === 'ssh:direct-tcpip')
+        context = compact({ host: s.host, port: s.port === undefined ? undefined : String(s.port) });
+      else if (action === 'ssh:direct-streamlocal') context = compact({ socket_path: s.socketPath });
+      else if (action === 'session:record')
+        context = compact({ session_type: s.sessionType, session_source: 'ssh-proxy' });
+      return {
+        action,
+        package: pkg,
+        resource: { type: 'workspace', id: s.workspace ?? '', attributes },
+        context,
+        token: '',
+      };
+    }
+  }
+}
+
+/**
+ * Local validation before sending (§14.1): a request that fails it is denied with
+ * `authz: invalid request: …`. Returns the problem, or undefined when the request is well formed.
+ */
+export function invalidRequest(req: ActionRequest): string | undefined {
+  if (!req.resource.attributes.owner && req.resource.type === 'workspace') return 'missing owner';
+  if (req.resource.type === 'user' && !req.resource.id) return 'missing user';
+  if (req.resource.type === 'workspace' && req.action !== 'workspace:create' && !req.resource.id)
+    return 'missing workspace name';
+  return undefined;
+}
+
+// --- Legacy per-channel check, replaced by the dispatcher (issue: channel pipeline). ---
+export type LegacyAction = Exclude<Action, 'user:auth' | 'workspace:create' | 'session:record'>;
+export interface LegacyActionRequest {
+  action: LegacyAction;
   username: string;
   workspace: string;
   blueprint?: string;
-  /** Context keys of wire-protocol.md §5.13, only those with a value. */
   context?: Record<string, string>;
-  /** `user=` of the user string, when set. */
   asUser?: string;
-  /** Whether the identity user may become root (sudo). */
   sudo?: boolean;
 }
-
-export type Decision = { allowed: true } | { allowed: false; reason: string };
-
-export interface Authorizer {
-  check(req: ActionRequest): Promise<Decision>;
+export interface LegacyAuthorizer {
+  check(req: LegacyActionRequest): Promise<{ allowed: true } | { allowed: false; reason: string }>;
 }
-
-/** Reference behaviour without an authz service (reference-behaviour §13.1 step 7, §14.2). */
-export const localAuthorizer: Authorizer = {
-  async check(req) {
-    if (req.action === 'ssh:shell' && req.asUser === 'root' && !req.sudo) {
-      return { allowed: false, reason: `user ${req.username} may not open a root shell (no sudo rights)` };
-    }
-    return { allowed: true };
+export const localAuthorizer: LegacyAuthorizer = {
+  check(req) {
+    if (req.action === 'ssh:shell' && req.asUser === 'root' && !req.sudo)
+      return Promise.resolve({
+        allowed: false,
+        reason: `user ${req.username} may not open a root shell (no sudo rights)`,
+      });
+    return Promise.resolve({ allowed: true });
   },
 };

@@ -3,7 +3,7 @@
 import type { Connection } from 'ssh2';
 import type { Logger } from '../ops/log.js';
 import { ChannelIds } from '../common/ids.js';
-import type { Authorizer } from './authorize.js';
+import type { LegacyAuthorizer as Authorizer } from './authorize.js';
 import type { AuthenticatedUser } from './auth.js';
 import type { ProgressWriter, WriterOptions } from './progress.js';
 import type { ByteCounters } from './relay.js';

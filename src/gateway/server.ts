@@ -11,7 +11,7 @@ import { createIdentityClient, type IdentityBackend } from '../backends/identity
 import { createProvisionerClient, type ProvisionerBackend } from '../backends/provisioner.js';
 import { serverAlgorithms } from './algorithms.js';
 import { Authenticator } from './auth.js';
-import { localAuthorizer, type Authorizer } from './authorize.js';
+import { localAuthorizer, type LegacyAuthorizer as Authorizer } from './authorize.js';
 import { GatewayConnection, type ChannelSettings } from './connection.js';
 import { handleDirectTcpip } from './channels/direct-tcpip.js';
 import { handleSession } from './channels/session.js';
