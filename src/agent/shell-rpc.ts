@@ -79,13 +79,9 @@ class ShellCall {
         this.s.finish();
         return;
       }
-      if (this.shell.usePty) {
-        // Client half-close destroys a PTY session; the stream ends OK without exit status.
-        this.shell.destroy();
-        this.s.finish();
-      } else {
-        this.shell.endInput();
-      }
+      // A PTY cannot be half-closed: like sshd, the shell runs on until it exits (the reference daemon
+      // destroys it here; our gateway never half-closes a PTY shell). Non-PTY: stdin gets EOF.
+      if (!this.shell.usePty) this.shell.endInput();
     });
   }
 

@@ -15,8 +15,7 @@ import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
 import { SocketBridge } from './bridge.js';
 import type { AgentContext } from './context.js';
-import { peerPids } from './peercred.js';
-import { isSelfOrDescendant } from './procs.js';
+import { peerInTree } from './peercred.js';
 import { frames, metadataValue, Stream } from './rpc.js';
 
 /** LISTEN sockets currently open, so agent shutdown can close them and remove their files. */
@@ -139,6 +138,10 @@ interface LocalConn {
   /** The gateway closed it; do not report CLOSED back. */
   closedByClient: boolean;
 }
+
+/** Local agent clients served at once (multiplexed) or waiting their turn (plain mode). */
+const MAX_LOCAL_CONNECTIONS = 64;
+const MAX_QUEUED = 16;
 
 class Listener {
   private server: Server | undefined;
@@ -263,8 +266,17 @@ class Listener {
       allowed = false;
     }
     if (!allowed || this.closed || sock.destroyed) return void sock.destroy();
-    if (this.st.multiplex) this.serveMultiplexed(sock);
-    else {
+    if (this.st.multiplex) {
+      if (this.conns.size >= MAX_LOCAL_CONNECTIONS) {
+        this.log.warn({ max: MAX_LOCAL_CONNECTIONS }, 'too many local connections; refused');
+        return void sock.destroy();
+      }
+      this.serveMultiplexed(sock);
+    } else {
+      if (this.queue.length >= MAX_QUEUED) {
+        this.log.warn({ max: MAX_QUEUED }, 'too many local connections waiting; refused');
+        return void sock.destroy();
+      }
       this.queue.push(sock);
       this.serveNext();
     }
@@ -288,10 +300,8 @@ class Listener {
       if (!shell) return true;
       ownerPid = shell.pid;
     }
-    const pids = await peerPids(sock);
-    const ok = pids.some((p) => isSelfOrDescendant(p, ownerPid));
-    if (!ok)
-      this.log.info({ pids, ownerPid }, 'local client is not a descendant of the socket owner; refused');
+    const ok = await peerInTree(sock, this.st.socketPath, ownerPid);
+    if (!ok) this.log.info({ ownerPid }, 'local client is not a descendant of the socket owner; refused');
     return ok;
   }
 

@@ -2,7 +2,7 @@
 // One gRPC channel per SSH connection (the reference's model), shared by the System and Ssh
 // services and closed with the connection.
 import { existsSync } from 'node:fs';
-import { Channel, Metadata, status, type ClientDuplexStream } from '@grpc/grpc-js';
+import { Channel, connectivityState, Metadata, status, type ClientDuplexStream } from '@grpc/grpc-js';
 import {
   SystemServiceClient,
   type SshServiceClient,
@@ -44,6 +44,12 @@ export interface K8shelldConfig {
   tokenFilePath?: string;
   /** CA used when the workspace requires TLS (reference: /etc/k8shell/ca/ca.crt). */
   caCertPath: string;
+  /**
+   * HTTP/2 keepalive ping interval in ms (0 = off), so a partitioned workspace is noticed within
+   * about interval + timeout instead of never. The daemon must permit pings this often.
+   */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
 }
 
 export interface HandshakeResult {
@@ -64,6 +70,8 @@ export class WorkspaceClient {
   private readonly system: SystemServiceClient;
   private readonly ssh: SshServiceClient;
   private closed = false;
+  private wasReady = false;
+  private lost = false;
 
   constructor(target: WorkspaceTarget, cfg: K8shelldConfig) {
     const host = target.podIp.includes(':') ? `[${target.podIp}]` : target.podIp;
@@ -75,14 +83,49 @@ export class WorkspaceClient {
       );
     }
     const creds = channelCredentials(target.tlsEnabled ? { caCertPath: cfg.caCertPath } : {});
+    const keepalive = cfg.keepaliveMs
+      ? {
+          'grpc.keepalive_time_ms': cfg.keepaliveMs,
+          'grpc.keepalive_timeout_ms': cfg.keepaliveTimeoutMs ?? 10_000,
+          'grpc.keepalive_permit_without_calls': 1,
+        }
+      : {};
     const options = channelOptions(target.tlsEnabled ? { serverName: target.serverName } : {}, {
       // Bulk relays: a larger HTTP/2 window lifts single-stream throughput (node-notes §7.3).
       'grpc-node.flow_control_window': 8 * 1024 * 1024,
+      ...keepalive,
     });
     this.channel = new Channel(this.address, creds, options);
     const clientOpts = { channelOverride: this.channel, interceptors: interceptorsFor(cfg) };
     this.system = new SystemServiceClient(this.address, creds, clientOpts);
     this.ssh = new FastSshServiceClient(this.address, creds, clientOpts);
+    this.watch(this.channel.getConnectivityState(true));
+  }
+
+  /**
+   * True once the connection that was established is gone (agent died, network partition, GOAWAY).
+   * Such a client is never used for new channels: grpc-js would quietly redial the same address, which
+   * may by then belong to another workspace.
+   */
+  get broken(): boolean {
+    return this.lost;
+  }
+
+  private watch(current: connectivityState): void {
+    if (this.closed) return;
+    if (current === connectivityState.READY) this.wasReady = true;
+    else if (this.wasReady) {
+      this.lost = true;
+      return;
+    }
+    // Re-armed until closed or lost; no deadline, so no timer holds the process open.
+    try {
+      this.channel.watchConnectivityState(current, Infinity, () => {
+        if (!this.closed) this.watch(this.channel.getConnectivityState(false));
+      });
+    } catch {
+      // The channel was shut down meanwhile.
+    }
   }
 
   async handshake(

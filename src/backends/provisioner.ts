@@ -18,7 +18,7 @@ import {
 export type { WorkspaceDetails, ProvisionWorkspaceResponse };
 
 export interface StreamOptions {
-  /** Seconds; enforced by the provisioner. */
+  /** Seconds; enforced by the provisioner, and by this client with a margin (a hung provisioner). */
   timeout: number;
   signal?: AbortSignal;
 }
@@ -32,6 +32,8 @@ export interface ProvisionerBackend {
 }
 
 const UNARY_TIMEOUT_MS = 30_000;
+/** Beyond the provisioner's own timeout, how long this client waits before giving up on a stream. */
+const STREAM_DEADLINE_MARGIN_MS = 30_000;
 
 export function createProvisionerClient(cfg: BackendConfig): ProvisionerBackend {
   const client = new ProvisionerServiceClient(cfg.address, channelCredentials(cfg), {
@@ -80,6 +82,7 @@ export function createProvisionerClient(cfg: BackendConfig): ProvisionerBackend 
           client.provisionWorkspaceStream(
             { userstr, timeout: o.timeout, sendProgress: true, sendEvents: true },
             new Metadata(),
+            { deadline: streamDeadline(o.timeout) },
           ),
         o.signal,
       );
@@ -90,6 +93,7 @@ export function createProvisionerClient(cfg: BackendConfig): ProvisionerBackend 
           client.startWorkspaceStream(
             { workspace, timeout: o.timeout, sendProgress: true, sendEvents: true },
             new Metadata(),
+            { deadline: streamDeadline(o.timeout) },
           ),
         o.signal,
       );
@@ -98,4 +102,8 @@ export function createProvisionerClient(cfg: BackendConfig): ProvisionerBackend 
       client.close();
     },
   };
+}
+
+function streamDeadline(timeoutS: number): Date {
+  return new Date(Date.now() + timeoutS * 1000 + STREAM_DEADLINE_MARGIN_MS);
 }

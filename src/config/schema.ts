@@ -34,6 +34,19 @@ export const KNOWN_CIPHERS = [
 export const DEFAULT_CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com'];
 
 export const DEFAULT_SFTP_BINARY = '/usr/local/bin/sftp';
+/** Ours: env names accepted by default (sshd's AcceptEnv): locale, terminal programs, git, k8shell. */
+export const DEFAULT_ACCEPT_ENV = [
+  'LANG',
+  'LC_*',
+  'LANGUAGE',
+  'TZ',
+  'COLORTERM',
+  'TERM_PROGRAM',
+  'TERM_PROGRAM_VERSION',
+  'GIT_PROTOCOL',
+  'VSCODE_*',
+  'K8SHELL_*',
+];
 export const DEFAULT_RECORDING_BUFFER_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_K8SHELLD_CA = '/etc/k8shell/ca/ca.crt';
 export const DEFAULT_ISSUER_URL = 'https://kubernetes.default.svc.cluster.local';
@@ -129,6 +142,16 @@ export const configSchema = z.object({
     maxStartups: num(100, { min: 1 }),
     /** Ours: seconds open connections may take to finish after SIGTERM before they are disconnected. */
     drainTimeout: seconds(30, { min: 0 }),
+    /** Ours: concurrent session channels per connection (sshd's MaxSessions). */
+    maxSessions: num(10, { min: 1 }),
+    /** Ours: concurrent direct-streamlocal channels per connection (the reference has no limit). */
+    maxStreamLocalConnections: num(15, { min: 1 }),
+    /** Ours: `env` names a session accepts (sshd's AcceptEnv; `*` and `?` patterns). */
+    acceptEnv: strList(DEFAULT_ACCEPT_ENV),
+    /** Ours: at most this many accepted `env` variables per session… */
+    maxEnvCount: num(64, { min: 0 }),
+    /** Ours: …and this many bytes of names and values in all. */
+    maxEnvBytes: num(64 * 1024, { min: 0 }),
   }),
   grpc: section({
     /** Control gRPC server port; 0 = disabled. */
@@ -162,13 +185,23 @@ export const configSchema = z.object({
     timeout: seconds(120, { min: 0.001 }),
   }),
   session: section(clientShape),
-  authz: section(clientShape),
+  authz: section({
+    ...clientShape,
+    /** Ours: seconds one Evaluate may take; beyond it the action is denied. */
+    timeout: seconds(5, { min: 0.001 }),
+  }),
   k8shelld: section({
     ...clientShape,
     /** Ours: configurable; default is the reference's fixed daemon CA path. */
     caCertPath: str(DEFAULT_K8SHELLD_CA),
     /** Ours: seconds for the daemon Handshake call (the reference's fixed 5 s). */
     handshakeTimeout: seconds(5, { min: 0.001 }),
+    /** Ours: seconds a forward waits for the workspace to dial its destination. */
+    dialTimeout: seconds(30, { min: 0.001 }),
+    /** Ours: HTTP/2 keepalive ping interval on workspace connections, seconds (0 = off). */
+    keepaliveTime: seconds(30, { min: 0 }),
+    /** Ours: seconds a keepalive ping may stay unanswered before the workspace counts as lost. */
+    keepaliveTimeout: seconds(10, { min: 0.001 }),
   }),
   metrics: section({
     /** Ours: host:port for /metrics, /healthz and /readyz; "" = off. */

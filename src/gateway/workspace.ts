@@ -60,9 +60,10 @@ export class WorkspaceResolver {
   ) {}
 
   /**
-   * Steps 1, 2, 4–7 of reference-behaviour §10.1 (step 3, workspace:create, belongs to the
-   * authorization point and is added with authz). Throws WorkspaceError; writes user/system errors
-   * to `progress` itself.
+   * The workspace handshake of reference-behaviour §10.1. Step 3 (workspace:create) is the
+   * dispatcher's: `authorizeCreate` runs after the user checks and before anything is provisioned,
+   * and throws a WorkspaceError to refuse. Throws WorkspaceError; writes user/system errors to
+   * `progress` itself.
    */
   async bind(
     user: User,
@@ -70,6 +71,7 @@ export class WorkspaceResolver {
     progress: ProgressWriter,
     signal: AbortSignal,
     log: Logger,
+    authorizeCreate: () => Promise<void>,
   ): Promise<BoundWorkspace> {
     try {
       if (!user.isValid)
@@ -84,6 +86,8 @@ export class WorkspaceResolver {
           'denied',
           'User account is locked. Please contact the system administrator.',
         );
+      await authorizeCreate();
+      if (signal.aborted) throw cancelled();
       const details = await this.ensure(userstr, progress, signal);
       progress.connecting(details.serverName);
       let client: WorkspaceClient;

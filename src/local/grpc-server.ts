@@ -114,12 +114,23 @@ export function serverStream<Req, Res>(
   };
 }
 
+/** A server certificate and key (PEM files) for TLS; plaintext h2c when absent. */
+export interface ServerTls {
+  certFile: string;
+  keyFile: string;
+}
+
+function serverCredentials(tls: ServerTls | undefined): ServerCredentials {
+  if (!tls) return ServerCredentials.createInsecure();
+  return ServerCredentials.createSsl(null, [
+    { cert_chain: readFileSync(tls.certFile), private_key: readFileSync(tls.keyFile) },
+  ]);
+}
+
 /** Binds `listen` (host:port or unix:/path) and returns the address clients should use. */
-export async function bindServer(server: Server, listen: string): Promise<string> {
+export async function bindServer(server: Server, listen: string, tls?: ServerTls): Promise<string> {
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    );
+    server.bindAsync(listen, serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p)));
   });
   if (listen.startsWith('unix:')) return listen;
   const host = listen.slice(0, listen.lastIndexOf(':'));

@@ -19,7 +19,7 @@ import {
   type OnboardUserDeviceFlowRequest,
   type Username,
 } from '../gen/identity/v1/identity.js';
-import { bindServer, grpcError, shutdownServer, unary } from './grpc-server.js';
+import { bindServer, type ServerTls, grpcError, shutdownServer, unary } from './grpc-server.js';
 import { LOCAL_ISSUER, loadOrCreateSecret, signJwtHs256 } from './jwt.js';
 import { keyMatches, parseRequestKey } from './keys.js';
 import { verifyPassword } from './password.js';
@@ -38,6 +38,8 @@ export interface LocalIdentityOptions {
   homeDir?: string;
   /** When set, every call must carry `authorization: Bearer <content of this file>`. */
   tokenFile?: string;
+  /** Serve TLS with this certificate (plaintext h2c when absent). */
+  tls?: ServerTls;
   logger?: Logger;
 }
 
@@ -167,7 +169,7 @@ export async function startLocalIdentity(opts: LocalIdentityOptions): Promise<Lo
 
   const server = new Server();
   server.addService(IdentityServiceService, impl);
-  const address = await bindServer(server, opts.listen ?? '127.0.0.1:0');
+  const address = await bindServer(server, opts.listen ?? '127.0.0.1:0', opts.tls);
   log.info({ address, users: users.file }, 'local identity service listening');
   let closed: Promise<void> | undefined;
   return {

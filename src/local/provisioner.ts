@@ -24,7 +24,7 @@ import { canonicalUserStr, parseUserStr, workspaceNameFor, type UserStr } from '
 import { errText, getLogger, type Logger } from '../ops/log.js';
 import { describeExit, spawnAgent, type AgentProcess } from './agent-process.js';
 import { DEFAULT_BLUEPRINT, loadBlueprints } from './blueprints.js';
-import { bindServer, grpcError, serverStream, shutdownServer, unary } from './grpc-server.js';
+import { bindServer, type ServerTls, grpcError, serverStream, shutdownServer, unary } from './grpc-server.js';
 import { establishedByLocalPort } from './tcp-activity.js';
 
 export interface LocalProvisionerOptions {
@@ -37,6 +37,8 @@ export interface LocalProvisionerOptions {
   agentTokenFile?: string;
   /** When set, every call must carry `authorization: Bearer <content of this file>`. */
   tokenFile?: string;
+  /** Serve TLS with this certificate (plaintext h2c when absent). */
+  tls?: ServerTls;
   /** Stop an agent nobody is connected to for this long (default 30 min). */
   idleTimeoutMs?: number;
   /** How often connections are counted (default 5 s). */
@@ -45,6 +47,11 @@ export interface LocalProvisionerOptions {
   agentReadyTimeoutMs?: number;
   /** How long a stopping agent gets after SIGTERM before SIGKILL (default 5 s). */
   agentStopGraceMs?: number;
+  /**
+   * Simulates an image pull of this many ms before every start (status `Pulling`), to try the progress
+   * output and the start-time behaviour of clients (default 0).
+   */
+  pullDelayMs?: number;
   logger?: Logger;
 }
 
@@ -231,6 +238,11 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
           writeFileSync(join(ws.dir, META_FILE), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
         }
         if (!existsSync(ws.dir)) throw new Error(`workspace directory ${ws.dir} is missing`);
+        if (opts.pullDelayMs) {
+          emit('status', 'Pulling', 'pulling the workspace image (simulated)');
+          await abortableDelay(opts.pullDelayMs, job.abort.signal);
+          emit('status', 'Starting', 'image pulled');
+        }
         emit('progress', '30');
         emit('event', '', 'Starting workspace agent');
         agent = await spawnAgent({
@@ -549,7 +561,7 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
   server.addService(ProvisionerServiceService, impl);
   let address: string;
   try {
-    address = await bindServer(server, opts.listen ?? '127.0.0.1:0');
+    address = await bindServer(server, opts.listen ?? '127.0.0.1:0', opts.tls);
   } catch (e) {
     clearInterval(idleTimer);
     throw e;
@@ -579,4 +591,19 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
         address: ws.agent?.address,
       })),
   };
+}
+
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason as Error);
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }

@@ -9,7 +9,13 @@ import { loadConfig } from '../config/load.js';
 import { createIdentityClient } from '../backends/identity.js';
 import { createProvisionerClient } from '../backends/provisioner.js';
 import { generateHostKey } from '../gateway/hostkeys.js';
-import { createGateway, gatewayOptionsFromConfig, type RunningGateway } from '../gateway/server.js';
+import {
+  assertSupported,
+  createGateway,
+  gatewayOptionsFromConfig,
+  type GatewayBackends,
+  type RunningGateway,
+} from '../gateway/server.js';
 import { startLocalIdentity, type LocalIdentity } from './identity.js';
 import { startLocalProvisioner, type LocalProvisioner } from './provisioner.js';
 
@@ -26,6 +32,10 @@ export interface LocalStackOptions {
   /** Home whose .ssh authorises the OS user (default: the real home). */
   homeDir?: string;
   idleTimeoutMs?: number;
+  /** Simulated image pull before each workspace start (local provisioner `pullDelayMs`). */
+  pullDelayMs?: number;
+  /** Gateway collaborators that have no config key (tests: fault hooks, a stand-in authorizer). */
+  backends?: Pick<GatewayBackends, 'authorizer' | 'userToken' | 'hooks' | 'recorders' | 'overrides'>;
   /** Extra config overrides, applied after loading (tests use it for sftpBinary etc.). */
   override?: (cfg: Awaited<ReturnType<typeof loadConfig>>['config']) => void;
   logger?: Logger;
@@ -60,6 +70,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       dataDir,
       agentCommand: opts.agentCommand,
       idleTimeoutMs: opts.idleTimeoutMs,
+      pullDelayMs: opts.pullDelayMs,
       logger: getLogger('provisioner'),
     });
     const [host, port] = splitHostPort(opts.listen);
@@ -74,11 +85,12 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     });
     for (const w of warnings) log.warn(w);
     opts.override?.(config);
+    assertSupported(config);
     const idClient = createIdentityClient(config.identity);
     const provClient = createProvisionerClient(config.provisioner);
     const gateway = await createGateway(
       { ...gatewayOptionsFromConfig(config), port },
-      { identity: idClient, provisioner: provClient },
+      { identity: idClient, provisioner: provClient, ...opts.backends },
       getLogger('ssh-server'),
     );
     const user = userInfo().username;

@@ -174,14 +174,18 @@ describe('agent Shell', () => {
     assert.match(fin.details, /empty data/);
   });
 
-  test('PTY half-close destroys the shell and ends OK without exit status', async () => {
+  test('PTY half-close keeps the shell running until it exits, as sshd does', async () => {
     const sh = openShell();
     sh.call.write(start({ usePty: true, wantExitStatus: true }));
     sh.call.write(data('echo ready-$((6*7))\n'));
     await waitText(() => text(sh.messages), /ready-42/);
+    // Input that arrived before the half-close still runs, and the shell outlives the half-close.
+    sh.call.write(data('sleep 0.2; echo still-$((6*8)); exit 7\n'));
     sh.call.end();
     assert.equal((await sh.done).code, status.OK);
-    assert.ok(!sh.messages.some((m) => m.response?.$case === 'exitStatus'));
+    assert.match(text(sh.messages), /still-48/);
+    const exit = sh.messages.find((m) => m.response?.$case === 'exitStatus');
+    assert.equal(exit?.response?.$case === 'exitStatus' ? exit.response.exitStatus.code : -1, 7);
   });
 
   test('as_user: another user runs with its passwd login shell as root, else PERMISSION_DENIED', async () => {
@@ -228,6 +232,7 @@ describe('agent Shell', () => {
     b.call.write(start({ usePty: true }));
     const f3 = await b.done;
     assert.equal(f3.code, status.ALREADY_EXISTS);
+    a.call.write(data('exit\n'));
     a.call.end();
     await a.done;
     // Finished ids stay reserved.

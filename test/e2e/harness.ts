@@ -5,7 +5,7 @@ import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { initLogging } from '../../src/ops/log.js';
-import { startLocalStack, type LocalStack } from '../../src/local/stack.js';
+import { startLocalStack, type LocalStack, type LocalStackOptions } from '../../src/local/stack.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 
 export const REPO = resolve(new URL('../..', import.meta.url).pathname);
@@ -27,6 +27,11 @@ export interface E2EOptions {
   idleTimeoutMs?: number;
   /** server.maxDirectTCPIPConnections of the gateway (default: config/local.yaml's). */
   maxDirectTcpip?: number;
+  /** Simulated image pull before each workspace start. */
+  pullDelayMs?: number;
+  backends?: LocalStackOptions['backends'];
+  /** Further config changes (after the harness's own). */
+  configure?: LocalStackOptions['override'];
 }
 
 function keygen(path: string): string {
@@ -60,9 +65,12 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     homeDir: home,
     agentCommand: AGENT_COMMAND,
     idleTimeoutMs: opts.idleTimeoutMs,
+    pullDelayMs: opts.pullDelayMs,
+    backends: opts.backends,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       if (opts.maxDirectTcpip !== undefined) cfg.server.maxDirectTCPIPConnections = opts.maxDirectTcpip;
+      opts.configure?.(cfg);
     },
   });
   return {

@@ -59,12 +59,12 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
     assert.match(r.stderr, /rtype exit-signal/);
   });
 
-  test('SetEnv reaches the command; USER and LOGNAME are the login user', async () => {
-    const r = await ssh(e, e.user, ['echo "$SPX_TEST_VAR/$USER/$LOGNAME"'], {
-      options: ['-o', 'SetEnv=SPX_TEST_VAR=hello-env'],
+  test('SetEnv of an accepted name reaches the command, others do not; USER and LOGNAME are the login user', async () => {
+    const r = await ssh(e, e.user, ['echo "$LC_SPX_TEST/${SPX_OTHER:-unset}/$USER/$LOGNAME"'], {
+      options: ['-o', 'SetEnv=LC_SPX_TEST=hello-env SPX_OTHER=x'],
     });
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout.toString(), `hello-env/${e.user}/${e.user}\n`);
+    assert.equal(r.stdout.toString(), `hello-env/unset/${e.user}/${e.user}\n`);
   });
 
   test('64 MiB of stdin through sha256sum matches', async () => {

@@ -2,7 +2,7 @@
 // the reference's SSH_AUTH_SOCK path, bridged to `auth-agent@openssh.com` channels toward the client.
 // With `unixsocket-multiplex` each local agent connection gets its own channel (as OpenSSH's sshd
 // does), so parallel requests are served concurrently; otherwise one channel is opened up front.
-import type { Channel } from 'ssh2';
+// The dispatcher has authorised it; every channel's bytes go through a relay (bounded both ways).
 import {
   StreamEvent,
   UnixSocketMode,
@@ -15,28 +15,9 @@ import { describeGrpcError, isCleanEnd } from '../../backends/grpc.js';
 import { agentSocketPath } from '../../common/ids.js';
 import { errText, type Logger } from '../../ops/log.js';
 import type { GatewayConnection } from '../connection.js';
-import { canWrite } from '../relay.js';
+import { canWrite, ChannelRelay, type BackendInput } from '../relay.js';
 import { openAgentChannel } from '../ssh2-shims/index.js';
 import type { BoundWorkspace } from '../workspace.js';
-import type { SessionState } from './common.js';
-
-/**
- * Agent forwarding for a session channel that asked for it: the forward (if allowed) and the
- * session's environment with SSH_AUTH_SOCK added. Failures only cost the agent, never the session.
- */
-export async function sessionAgent(
-  conn: GatewayConnection,
-  ws: BoundWorkspace,
-  state: SessionState,
-  ownerId: string,
-): Promise<{ agent: AgentForward | undefined; env: Array<[string, string]> }> {
-  if (!state.agentRequested) return { agent: undefined, env: state.env };
-  const agent = await startAgentForward(conn, ws, ownerId, state.log).catch((e: unknown) => {
-    state.log.warn({ err: errText(e) }, 'agent forwarding failed');
-    return undefined;
-  });
-  return { agent, env: agent ? [...state.env, ['SSH_AUTH_SOCK', agent.socketPath]] : state.env };
-}
 
 export interface AgentForward {
   /** SSH_AUTH_SOCK inside the workspace. */
@@ -45,30 +26,36 @@ export interface AgentForward {
   stop(): void;
 }
 
+const LISTEN_READY_TIMEOUT_MS = 10_000;
+/** Agent requests are small; this bounds what waits for a channel that is still opening. */
+const MAX_PENDING_BYTES = 256 * 1024;
+
 /**
  * Starts forwarding for one session (shell or exec) whose processes are identified by `ownerId`.
- * Returns undefined when policy denies it: then no SSH_AUTH_SOCK is exported (fail closed, §23.d).
+ * Returns undefined when the socket cannot be provided: then no SSH_AUTH_SOCK is exported.
  */
 export async function startAgentForward(
   conn: GatewayConnection,
   ws: BoundWorkspace,
+  id: string,
   ownerId: string,
   parentLog: Logger,
 ): Promise<AgentForward | undefined> {
-  const decision = await conn.deps.authorizer.check({
-    action: 'ssh:agent-forward',
-    username: conn.user.userstr.username,
-    workspace: ws.details.name,
-  });
-  if (!decision.allowed) {
-    parentLog.warn({ reason: decision.reason }, 'agent forwarding denied');
-    return undefined;
-  }
-  const id = conn.ids.next('ux');
   const log = parentLog.child({ agentSocket: id });
   const socketPath = agentSocketPath(id);
   const caps = ws.handshake.capabilities;
   const multiplex = caps.has(Capability.unixSocketMultiplex);
+  // Multiplexed channels open only when a workspace process connects, so ask the client once up front
+  // whether it will take agent channels at all (`ssh -A` without a local agent refuses them): no
+  // SSH_AUTH_SOCK is exported for an agent nobody can reach.
+  if (multiplex) {
+    try {
+      (await openAgentChannel(conn.ssh)).close();
+    } catch (e) {
+      log.info({ err: errText(e) }, 'client refused the agent channel; SSH_AUTH_SOCK withheld');
+      return undefined;
+    }
+  }
   const call = ws.client.unixSocket(id);
   call.write({
     request: {
@@ -83,33 +70,33 @@ export async function startAgentForward(
     connectionId: 0,
     event: StreamEvent.STREAM_EVENT_NONE,
   });
-  const channels = new Set<Channel>();
+  const relays = new Set<ChannelRelay>();
   call.on('error', (e: unknown) => {
     if (!isCleanEnd(e)) log.warn({ err: describeGrpcError(e) }, 'agent forwarding stream failed');
   });
-  call.on('end', () => closeAll(channels));
+  call.on('end', () => closeAll(relays));
   if (multiplex) {
     // Start the session only once the socket listens, so its first `ssh-add` finds it.
-    const ready = await listening(call, serveMultiplexed(conn, call, channels, log));
+    const ready = await listening(call, serveMultiplexed(conn, call, relays, log));
     if (!ready.ok) {
       log.warn({ err: ready.why }, 'agent socket not available; SSH_AUTH_SOCK withheld');
       if (canWrite(call)) call.end();
       return undefined;
     }
-  } else await serveSingle(conn, call, channels, log);
+  } else if (!(await serveSingle(conn, call, relays, log))) return undefined;
   log.info({ socketPath, multiplex }, 'agent forwarding started');
   return {
     socketPath,
     stop() {
       if (canWrite(call)) call.end();
-      closeAll(channels);
+      closeAll(relays);
     },
   };
 }
 
-function closeAll(channels: Set<Channel>): void {
-  for (const ch of channels) ch.close();
-  channels.clear();
+function closeAll(relays: Set<ChannelRelay>): void {
+  for (const r of relays) void r.close();
+  relays.clear();
 }
 
 function frame(
@@ -120,19 +107,22 @@ function frame(
   return { request: data ? { $case: 'data', data } : undefined, connectionId, event };
 }
 
-/** One local connection ↔ one agent channel, numbered by the agent (wire-protocol §9.7). */
-interface Local {
-  channel?: Channel;
-  /** Bytes and events that arrived while the channel was being opened. */
-  pending: Buffer[];
-  pendingBytes: number;
-  eof: boolean;
-  closed: boolean;
+/** Bytes of one agent channel → frames of connection `n` on the shared stream (with its backpressure). */
+function inputFor(call: UnixSocketCall, n: number): BackendInput {
+  return {
+    write: (d) => (canWrite(call) ? call.write(frame(n, d)) : true),
+    end: () => {
+      if (canWrite(call)) call.write(frame(n, undefined, StreamEvent.STREAM_EVENT_EOF));
+    },
+    once: (ev, f) => call.once(ev, f),
+    get writableLength() {
+      return call.writableLength;
+    },
+    get writableObjectMode() {
+      return call.writableObjectMode;
+    },
+  };
 }
-
-const LISTEN_READY_TIMEOUT_MS = 10_000;
-/** Agent requests are small; this bounds what waits for a channel that is still opening. */
-const MAX_PENDING_BYTES = 256 * 1024;
 
 function listening(
   call: UnixSocketCall,
@@ -150,11 +140,21 @@ function listening(
   });
 }
 
+/** One local connection ↔ one agent channel, numbered by the agent (wire-protocol §9.7). */
+interface Local {
+  relay?: ChannelRelay;
+  /** Bytes and events that arrived while the channel was being opened (bounded). */
+  pending: Buffer[];
+  pendingBytes: number;
+  eof: boolean;
+  closed: boolean;
+}
+
 /** Serves the multiplexed stream; the promise resolves when the agent reports the socket listening. */
 function serveMultiplexed(
   conn: GatewayConnection,
   call: UnixSocketCall,
-  channels: Set<Channel>,
+  relays: Set<ChannelRelay>,
   log: Logger,
 ): Promise<void> {
   let isReady!: () => void;
@@ -163,20 +163,20 @@ function serveMultiplexed(
   const send = (f: UnixSocketRequest) => {
     if (canWrite(call)) call.write(f);
   };
-  const attach = (n: number, local: Local, ch: Channel) => {
+  const attach = (n: number, local: Local, relay: ChannelRelay) => {
     // Dropped while the channel was opening (flood guard): close it unused.
-    if (locals.get(n) !== local && !local.closed) return ch.close();
-    local.channel = ch;
-    channels.add(ch);
-    for (const b of local.pending) ch.write(b);
+    if (locals.get(n) !== local && !local.closed) return void relay.close();
+    local.relay = relay;
+    relays.add(relay);
+    conn.open.agent++;
+    relay.connect(inputFor(call, n), call);
+    for (const b of local.pending) relay.toClient(b);
     local.pending = [];
-    if (local.eof) ch.eof();
-    if (local.closed) ch.close();
-    ch.on('data', (d: Buffer) => send(frame(n, d)));
-    ch.on('end', () => send(frame(n, undefined, StreamEvent.STREAM_EVENT_EOF)));
-    ch.on('error', (e: Error) => log.debug({ err: e.message, local: n }, 'agent channel error'));
-    ch.on('close', () => {
-      channels.delete(ch);
+    if (local.eof) void relay.eofToClient();
+    if (local.closed) void relay.close();
+    void relay.closed.then(() => {
+      conn.open.agent--;
+      relays.delete(relay);
       if (locals.delete(n)) send(frame(n, undefined, StreamEvent.STREAM_EVENT_CLOSED));
     });
   };
@@ -190,7 +190,7 @@ function serveMultiplexed(
       const local: Local = { pending: [], pendingBytes: 0, eof: false, closed: false };
       locals.set(n, local);
       openAgentChannel(conn.ssh).then(
-        (ch) => attach(n, local, ch),
+        (ch) => attach(n, local, new ChannelRelay(ch, conn.counters, 'half-close')),
         (e: unknown) => {
           log.info({ err: errText(e), local: n }, 'client refused an agent channel');
           locals.delete(n);
@@ -201,9 +201,9 @@ function serveMultiplexed(
     }
     const local = locals.get(n);
     if (!local) return;
-    const ch = local.channel;
+    const relay = local.relay;
     if (r.data.length) {
-      if (ch) ch.write(r.data);
+      if (relay) relay.toClient(r.data);
       else if ((local.pendingBytes += r.data.length) > MAX_PENDING_BYTES) {
         // A client that floods before its channel is even open is not an agent client: drop it.
         locals.delete(n);
@@ -212,11 +212,11 @@ function serveMultiplexed(
       } else local.pending.push(r.data);
     }
     if (r.event === StreamEvent.STREAM_EVENT_EOF) {
-      if (ch) ch.eof();
+      if (relay) void relay.eofToClient();
       else local.eof = true;
     } else if (r.event === StreamEvent.STREAM_EVENT_CLOSED) {
       locals.delete(n);
-      if (ch) ch.close();
+      if (relay) void relay.close();
       else local.closed = true;
     }
   });
@@ -227,27 +227,38 @@ function serveMultiplexed(
 async function serveSingle(
   conn: GatewayConnection,
   call: UnixSocketCall,
-  channels: Set<Channel>,
+  relays: Set<ChannelRelay>,
   log: Logger,
-) {
-  let ch: Channel;
+): Promise<boolean> {
+  let relay: ChannelRelay;
   try {
-    ch = await openAgentChannel(conn.ssh);
+    relay = new ChannelRelay(await openAgentChannel(conn.ssh), conn.counters, 'half-close');
   } catch (e) {
     log.info({ err: errText(e) }, 'client refused the agent channel');
     if (canWrite(call)) call.end();
-    return;
+    return false;
   }
-  channels.add(ch);
-  call.on('data', (r: UnixSocketResponse) => {
-    if (r.data.length) ch.write(r.data);
-  });
-  ch.on('data', (d: Buffer) => {
-    if (canWrite(call)) call.write(frame(0, d));
-  });
-  ch.on('error', (e: Error) => log.debug({ err: e.message }, 'agent channel error'));
-  ch.on('close', () => {
-    channels.delete(ch);
+  relays.add(relay);
+  conn.open.agent++;
+  call.on('data', (r: UnixSocketResponse) => relay.toClient(r.data));
+  relay.connect(
+    {
+      write: (d) => (canWrite(call) ? call.write(frame(0, d)) : true),
+      end: () => undefined,
+      once: (ev, f) => call.once(ev, f),
+      get writableLength() {
+        return call.writableLength;
+      },
+      get writableObjectMode() {
+        return call.writableObjectMode;
+      },
+    },
+    call,
+  );
+  void relay.closed.then(() => {
+    conn.open.agent--;
+    relays.delete(relay);
     if (canWrite(call)) call.end();
   });
+  return true;
 }

@@ -1,92 +1,51 @@
 // `exec` and `subsystem sftp` on a session channel → k8shelld Exec (reference-behaviour §13.1).
 // SFTP is an exec of server.sftpBinary through /bin/sh with an empty environment, byte-exact.
-import type { ServerChannel } from 'ssh2';
 import { CommandDetails, type ExecResponse, type ExitStatus } from '../../gen/k8shelld/v1/k8shelld.js';
 import { Capability } from '../../backends/k8shelld.js';
 import { describeGrpcError, isCleanEnd } from '../../backends/grpc.js';
-import { errText } from '../../ops/log.js';
-import type { GatewayConnection } from '../connection.js';
-import { loginEnv } from '../env.js';
-import { nullProgress } from '../progress.js';
-import { canWrite, forward, Valve } from '../relay.js';
-import { WorkspaceError, type BoundWorkspace } from '../workspace.js';
-import { sessionAgent } from './agent-forward.js';
-import { finish, refuse, type SessionState } from './common.js';
-import { bridgeChannel } from './outcome.js';
+import { canWrite, type Ending } from '../relay.js';
+import { callInput, callOutcome, isTransportFailure, streamFailureNote } from './call.js';
+import type { SessionRun } from './session-context.js';
 
-export type ExecKind = { type: 'exec'; command: string } | { type: 'sftp' };
+export type ExecKind =
+  | { type: 'exec'; id: string; command: string; shellBinary: string }
+  | { type: 'sftp'; id: string; sftpBinary: string };
 
 /** Exit code of `sh -c` when the command is not found. */
 const NOT_FOUND = 127;
 
 export async function runExec(
-  conn: GatewayConnection,
-  state: SessionState,
-  channel: ServerChannel,
+  run: SessionRun,
   kind: ExecKind,
-): Promise<void> {
-  const { log } = state;
+): Promise<{ ending: Ending; note?: string; broken?: boolean }> {
+  const { ws, relay, state } = run;
+  const log = run.log.child({ exec: kind.id });
   const pty = kind.type === 'exec' ? state.pty : undefined;
-  const closed = new AbortController();
-  const onClose = () => closed.abort();
-  channel.once('close', onClose);
-
-  let ws: BoundWorkspace;
-  try {
-    ws = await conn.workspace(nullProgress, closed.signal);
-  } catch (e) {
-    const err = e instanceof WorkspaceError ? e : new WorkspaceError('system', 'internal', errText(e));
-    log.warn({ err: err.message, code: err.code }, `${kind.type}: workspace unavailable`);
-    return refuse(channel, err.userMessage, pty !== undefined);
-  } finally {
-    channel.off('close', onClose);
-  }
-
-  const { userstr, user } = conn.user;
-  const settings = conn.deps.settings;
-  const decision = await conn.deps.authorizer.check({
-    action: kind.type === 'exec' ? 'ssh:exec' : 'ssh:sftp',
-    username: userstr.username,
-    workspace: ws.details.name,
-    context: kind.type === 'exec' ? { command: kind.command } : {},
-    asUser: userstr.asUser,
-    sudo: user.sudo,
-  });
-  if (!decision.allowed) {
-    log.warn({ reason: decision.reason }, `${kind.type} denied`);
-    return refuse(channel, `${kind.type} denied: ${decision.reason}`, pty !== undefined);
-  }
-
-  const id = conn.ids.next(kind.type === 'exec' ? 'ex' : 'sf');
-  // Unlike the reference, exec sessions get agent forwarding too (§23.f); sftp never does.
-  const { agent, env } =
-    kind.type === 'exec' ? await sessionAgent(conn, ws, state, id) : { agent: undefined, env: state.env };
   const wantExit = ws.handshake.capabilities.has(Capability.execExitStatus);
   const details =
     kind.type === 'exec'
       ? CommandDetails.fromPartial({
-          asUser: userstr.asUser,
+          asUser: run.asUser,
           command: kind.command,
           // The daemon falls back to the passwd shell when this is empty or unusable.
-          shellBinary: user.shell,
-          envVars: loginEnv({ shell: user.shell, asUser: userstr.asUser || userstr.username }, env),
+          shellBinary: kind.shellBinary,
+          envVars: run.env,
           usePty: pty !== undefined,
           width: pty?.cols ?? 0,
           height: pty?.rows ?? 0,
           wantExitStatus: wantExit,
         })
       : CommandDetails.fromPartial({
-          asUser: userstr.asUser,
-          command: settings.sftpBinary,
+          asUser: run.asUser,
+          command: kind.sftpBinary,
           // /bin/sh explicitly, so no login rc output can corrupt the binary protocol.
           shellBinary: '/bin/sh',
           envVars: [],
           wantExitStatus: wantExit,
         });
-  const call = ws.client.exec(id);
-  const chanLog = log.child({ exec: id });
+  const call = ws.client.exec(kind.id);
   call.write({ request: { $case: 'commandDetails', commandDetails: details } });
-  chanLog.info({ kind: kind.type, pty: pty !== undefined }, `${kind.type} started`);
+  log.info({ kind: kind.type, pty: pty !== undefined }, `${kind.type} started`);
 
   // After one signal the daemon stops reading the stream (wire-protocol §5.4): later ones are moot.
   let signalled = false;
@@ -105,18 +64,14 @@ export async function runExec(
 
   let exitStatus: ExitStatus | undefined;
   let exitCode: number | undefined;
-  const outValve = new Valve(call, channel);
-  const errValve = new Valve(call, channel.stderr);
   call.on('data', (msg: ExecResponse) => {
     const r = msg.response;
     switch (r?.$case) {
       case 'stdout':
-        conn.counters.out += r.stdout.length;
-        forward(outValve, channel, r.stdout);
+        relay.toClient(r.stdout);
         break;
       case 'stderr':
-        conn.counters.out += r.stderr.length;
-        forward(errValve, channel.stderr, r.stderr);
+        relay.toClientErr(r.stderr);
         break;
       case 'exitStatus':
         exitStatus = r.exitStatus;
@@ -129,30 +84,29 @@ export async function runExec(
         break;
     }
   });
+  const outcome = callOutcome(call, relay);
   // Client EOF only ends the upload; the call runs on until exit_code (reference-behaviour §12).
-  const outcome = await bridgeChannel(
-    channel,
+  relay.connect(
+    callInput(call, (input) => ({ request: { $case: 'input' as const, input } })),
     call,
-    (input) => ({ request: { $case: 'input' as const, input } }),
-    conn.counters,
   );
-  agent?.stop();
+  const o = await outcome;
   state.running = undefined;
-  const clean = outcome.ok || isCleanEnd(outcome.error);
-  if (!clean) chanLog.warn({ err: describeGrpcError(outcome.error) }, `${kind.type} stream failed`);
+  const clean = o.ok || isCleanEnd(o.error);
+  if (!clean) log.warn({ err: describeGrpcError(o.error) }, `${kind.type} stream failed`);
 
   let note: string | undefined;
   if (kind.type === 'sftp' && exitCode === NOT_FOUND && !exitStatus?.signal) {
     note =
-      `the sftp server '${settings.sftpBinary}' is missing in the workspace ` +
+      `the sftp server '${kind.sftpBinary}' is missing in the workspace ` +
       `(install Debian's openssh-sftp-server package there, or set server.sftpBinary)`;
   } else if (!clean && exitCode === undefined) {
-    note = 'the connection to the workspace was lost';
+    note = streamFailureNote(o.ok ? undefined : o.error);
   }
-  chanLog.info({ exitCode: exitCode ?? null, signal: exitStatus?.signal || null }, `${kind.type} ended`);
-  if (exitStatus?.signal) return finish(channel, { status: exitStatus }, note, pty !== undefined);
-  if (exitCode !== undefined)
-    return finish(channel, { code: exitCode < 0 ? 1 : exitCode }, note, pty !== undefined);
+  log.info({ exitCode: exitCode ?? null, signal: exitStatus?.signal || null }, `${kind.type} ended`);
+  const broken = !clean && exitCode === undefined && isTransportFailure(o.ok ? undefined : o.error);
+  if (exitStatus?.signal) return { ending: { status: exitStatus }, note, broken };
+  if (exitCode !== undefined) return { ending: { code: exitCode < 0 ? 1 : exitCode }, note, broken };
   // Reference rule: no exit_code → 1 after a transport error, else 0.
-  return finish(channel, { code: clean ? 0 : 1 }, note, pty !== undefined);
+  return { ending: { code: clean ? 0 : 1 }, note, broken };
 }

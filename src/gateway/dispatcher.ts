@@ -1,0 +1,732 @@
+// The dispatcher: everything a client asks on an authenticated connection comes here (session
+// requests, channel opens, global requests). It builds each action's authorization request once,
+// asks the authorizer before any side effect (provisioning included: workspace:create is the first
+// check of the workspace handshake), turns every error or timeout of a check into a deny, and owns
+// the always-answer rule: every channel open is answered exactly once, every want-reply request gets
+// its reply, every accepted session ends with exit-status or exit-signal, EOF and close. A throw in
+// a handler ends only that channel, with `ssh-proxy: internal error (ref <id>)` for the user and a
+// log line with the same ref.
+import { randomBytes } from 'node:crypto';
+import type { AcceptConnection, RejectConnection, ServerChannel, Session } from 'ssh2';
+import { errText, type Logger } from '../ops/log.js';
+import {
+  buildRequest,
+  invalidRequest,
+  type Action,
+  type Authorizer,
+  type Decision,
+  type Subject,
+} from './authorize.js';
+import type { AuthenticatedUser } from './auth.js';
+import type { GatewayConnection } from './connection.js';
+import { loginEnv } from './env.js';
+import { createProgressWriter, nullProgress, type ProgressWriter, type WriterOptions } from './progress.js';
+import type { ConnectionRegistry } from './registry.js';
+import { ChannelRelay, type Ending } from './relay.js';
+import { OpenFailure, completeSessionClose, rejectOpen, type OpenFailureReason } from './ssh2-shims/index.js';
+import {
+  RecordingRefused,
+  type ChannelTap,
+  type RecordedKind,
+  type Recorders,
+  type RecordingOverrides,
+} from './tap.js';
+import { WorkspaceError, type BoundWorkspace, type WorkspaceResolver } from './workspace.js';
+import { startAgentForward, type AgentForward } from './channels/agent-forward.js';
+import { runDirectTcpip } from './channels/direct-tcpip.js';
+import { runExec } from './channels/exec.js';
+import type { PendingOpen } from './channels/forward.js';
+import { SessionState, type SessionRun } from './channels/session-context.js';
+import { runShell } from './channels/shell.js';
+import { runStreamLocal } from './channels/streamlocal.js';
+import { envAccepted } from './env-policy.js';
+import { asUserProblem } from './as-user.js';
+
+const DEFAULT_COLS = 80;
+const DEFAULT_ROWS = 24;
+const CTRL_C = 0x03;
+
+export interface ChannelSettings {
+  sftpBinary: string;
+  writerOptions: WriterOptions;
+  maxDirectTcpip: number;
+  /** Ours: concurrent direct-streamlocal channels per connection. */
+  maxStreamLocal: number;
+  /** Ours: concurrent session channels per connection (sshd's MaxSessions). */
+  maxSessions: number;
+  /** Ours: `env` names accepted (sshd's AcceptEnv patterns), and bounds on them per session. */
+  acceptEnv: readonly string[];
+  maxEnvCount: number;
+  maxEnvBytes: number;
+  /** Ours: how long a forward waits for the workspace to dial (dial confirmation). */
+  dialTimeoutMs: number;
+}
+
+/** Test-only fault injection (never set from configuration). */
+export interface TestHooks {
+  /** Called when a session handler starts; a throw there must end only that channel. */
+  beforeSessionHandler?(kind: 'shell' | 'exec' | 'sftp', detail: string): void;
+}
+
+export interface DispatcherDeps {
+  settings: ChannelSettings;
+  authorizer: Authorizer;
+  /** Deadline of one authz evaluation (config `authz.timeout`). */
+  authzTimeoutMs: number;
+  /** The user's JWT for authz and recording headers (§8.7); rejects when none can be issued. */
+  userToken: (user: AuthenticatedUser) => Promise<string>;
+  resolver: WorkspaceResolver;
+  registry: ConnectionRegistry;
+  recorders?: Recorders;
+  overrides?: RecordingOverrides;
+  hooks?: TestHooks;
+}
+
+/** A decision the dispatcher reached; `failed` when the check itself failed (fail closed). */
+type Verdict = Decision & { failed: boolean };
+
+export class Dispatcher {
+  private readonly log: Logger;
+
+  constructor(
+    private readonly conn: GatewayConnection,
+    private readonly deps: DispatcherDeps,
+  ) {
+    this.log = conn.log;
+  }
+
+  /** Installs the handlers on the authenticated ssh2 connection. */
+  attach(): void {
+    const ssh = this.conn.ssh;
+    ssh.on('session', (accept, reject) => this.guardOpen('session', () => this.onSession(accept, reject)));
+    ssh.on('tcpip', (accept, reject, info) =>
+      this.guardOpen('direct-tcpip', () => this.onDirectTcpip(accept, reject, info), reject),
+    );
+    ssh.on('openssh.streamlocal', (accept, reject, info) =>
+      this.guardOpen('direct-streamlocal', () => this.onStreamLocal(accept, reject, info), reject),
+    );
+    // Global requests (tcpip-forward, streamlocal-forward, …): -R is not offered, as the reference.
+    // With this listener ssh2 also honours no-more-sessions@openssh.com.
+    ssh.on('request', (_accept, reject, name) => {
+      this.log.info({ request: name }, 'global request refused');
+      reject?.();
+    });
+  }
+
+  // --- authorization: the one place that calls the authorizer ---------------------------------------
+
+  /** Evaluates one action; any failure, timeout or malformed request is a deny. */
+  async authorize(action: Action, subject: Subject): Promise<Verdict> {
+    const req = buildRequest(action, subject);
+    const invalid = invalidRequest(req);
+    if (invalid) return deny(`authz: invalid request: ${invalid}`, true);
+    const authorizer = this.deps.authorizer;
+    if (authorizer.configured) {
+      try {
+        req.token = await this.deps.userToken(this.conn.user);
+      } catch (e) {
+        this.log.warn({ action, err: errText(e) }, 'no user token; action denied');
+        return deny('the user token could not be issued', true);
+      }
+    }
+    const abort = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          abort.abort();
+          reject(new Error(`timed out after ${this.deps.authzTimeoutMs} ms`));
+        }, this.deps.authzTimeoutMs);
+      });
+      const d = await Promise.race([authorizer.evaluate(req, abort.signal), timeout]);
+      if (typeof d?.allowed !== 'boolean') return deny('authz: malformed answer', true);
+      return { allowed: d.allowed, reason: d.reason ?? '', obligations: d.obligations ?? {}, failed: false };
+    } catch (e) {
+      this.log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
+      return deny(`authz: evaluate ${action}: ${errText(e)}`, true);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private subject(ws?: BoundWorkspace): Subject {
+    const { userstr, user } = this.conn.user;
+    return {
+      username: userstr.username,
+      source: user.source,
+      organization: user.organization,
+      workspace: ws?.details.name,
+      blueprint: ws?.details.blueprint,
+    };
+  }
+
+  // --- workspace ----------------------------------------------------------------------------------
+
+  /** The connection's workspace, authorised (workspace:create) before anything is provisioned. */
+  private workspaceFor(progress: ProgressWriter, signal: AbortSignal): Promise<BoundWorkspace> {
+    const current = this.conn.current;
+    if (current?.client.broken) this.conn.workspaceFailed(current, 'the workspace connection was lost');
+    const { userstr, user } = this.conn.user;
+    return this.conn.acquireWorkspace(progress, signal, (fanout, sig) =>
+      this.deps.resolver.bind(user, userstr, fanout, sig, this.log, async () => {
+        const v = await this.authorize('workspace:create', {
+          ...this.subject(),
+          mode: userstr.namespace && userstr.workloadName ? 'inject' : 'standalone',
+          blueprintKind: userstr.blueprintKind,
+        });
+        if (!v.allowed)
+          throw new WorkspaceError(
+            'user',
+            'denied',
+            `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.reason}`,
+          );
+      }),
+    );
+  }
+
+  // --- channel opens ------------------------------------------------------------------------------
+
+  /** A throw while handling an open must neither leave it unanswered nor reach the process. */
+  private guardOpen(kind: string, f: () => Promise<void> | void, reject?: RejectConnection): void {
+    Promise.resolve()
+      .then(f)
+      .catch((e: unknown) => {
+        const ref = newRef();
+        this.log.error(
+          { ref, kind, err: errText(e), stack: (e as Error)?.stack },
+          `internal error (ref ${ref})`,
+        );
+        if (reject)
+          rejectOpen(this.conn.ssh, reject, OpenFailure.CONNECT_FAILED, `internal error (ref ${ref})`);
+      });
+  }
+
+  private onSession(accept: AcceptConnection<Session>, reject: RejectConnection): void {
+    const max = this.deps.settings.maxSessions;
+    if (this.conn.open.session >= max) {
+      this.log.warn({ max }, 'session limit reached');
+      return rejectOpen(
+        this.conn.ssh,
+        reject,
+        OpenFailure.RESOURCE_SHORTAGE,
+        `maximum sessions exceeded (${max})`,
+      );
+    }
+    const session = accept();
+    completeSessionClose(this.conn.ssh, session);
+    this.conn.open.session++;
+    const id = this.conn.ids.next('sh');
+    const state = new SessionState(id, this.log.child({ chan: id }));
+    session.once('close', () => {
+      this.conn.open.session--;
+      state.log.debug('session channel closed');
+    });
+    this.sessionRequests(session, state);
+  }
+
+  private sessionRequests(session: Session, state: SessionState): void {
+    const { log } = state;
+    const s = this.deps.settings;
+    session.on('pty', (ok, _no, info) => {
+      state.pty = {
+        term: info.term,
+        cols: clampSize(info.cols) || DEFAULT_COLS,
+        rows: clampSize(info.rows) || DEFAULT_ROWS,
+      };
+      this.conn.ops.add('pt');
+      ok?.();
+    });
+    session.on('env', (ok, no, info) => {
+      const verdict = envAccepted(state, info.key, info.val, s);
+      if (!verdict.ok) {
+        log.debug({ name: info.key.slice(0, 64), why: verdict.why }, 'env refused');
+        return no?.();
+      }
+      setEnv(state, info.key, info.val);
+      ok?.();
+    });
+    session.on('window-change', (ok, _no, info) => {
+      const cols = clampSize(info.cols);
+      const rows = clampSize(info.rows);
+      if (state.pty) {
+        state.pty.cols = cols;
+        state.pty.rows = rows;
+      }
+      state.running?.resize(cols, rows);
+      this.relays.get(state)?.resized(cols, rows);
+      ok?.();
+    });
+    session.on('signal', (ok, no, info) => {
+      if (state.running?.signal(String(info.name))) ok?.();
+      else no?.();
+    });
+    session.on('auth-agent', (ok) => {
+      state.agentRequested = true;
+      this.conn.ops.add('af');
+      ok?.();
+    });
+    session.on('x11', (_ok, no) => no?.());
+
+    session.on('shell', (ok, no) => {
+      if (state.started) return no?.();
+      state.started = true;
+      this.conn.ops.add('sh');
+      this.runSession(state, ok(), { type: 'shell' });
+    });
+    session.on('exec', (ok, no, info) => {
+      if (state.started) return no?.();
+      state.started = true;
+      this.conn.ops.add('ex');
+      const command = String(info.command);
+      // The command line can carry secrets: program name and length at info level only.
+      log.info({ program: programName(command), length: command.length }, 'exec requested');
+      log.debug({ command }, 'exec command');
+      this.runSession(state, ok(), { type: 'exec', command });
+    });
+    session.on('subsystem', (ok, no, info) => {
+      if (state.started || info.name !== 'sftp') {
+        log.info({ subsystem: String(info.name).slice(0, 64) }, 'subsystem refused');
+        return no?.();
+      }
+      state.started = true;
+      this.conn.ops.add('sf');
+      this.runSession(state, ok(), { type: 'sftp' });
+    });
+  }
+
+  private readonly relays = new WeakMap<SessionState, ChannelRelay>();
+
+  // --- session channels: shell, exec, sftp ---------------------------------------------------------
+
+  private runSession(
+    state: SessionState,
+    channel: ServerChannel,
+    what: { type: 'shell' } | { type: 'exec'; command: string } | { type: 'sftp' },
+  ): void {
+    const pty = what.type === 'sftp' ? undefined : state.pty;
+    const relay = new ChannelRelay(channel, this.conn.counters, pty ? 'keep-open' : 'half-close');
+    this.relays.set(state, relay);
+    // With a PTY the shell runs on after client EOF (sshd does the same); say so for the operator.
+    relay.onEof(() => state.log.info({ pty: pty !== undefined }, 'client sent EOF'));
+    let agent: AgentForward | undefined;
+    const done = this.session(state, relay, what, (a) => (agent = a))
+      .catch(async (e: unknown) => {
+        const ref = newRef();
+        state.log.error({ ref, err: errText(e), stack: (e as Error)?.stack }, `internal error (ref ${ref})`);
+        relay.notice(`internal error (ref ${ref})`, pty !== undefined);
+        await relay.finish({ code: 1 });
+      })
+      .finally(() => {
+        agent?.stop();
+        state.running = undefined;
+      });
+    void done;
+  }
+
+  private async session(
+    state: SessionState,
+    relay: ChannelRelay,
+    what: { type: 'shell' } | { type: 'exec'; command: string } | { type: 'sftp' },
+    setAgent: (a: AgentForward) => void,
+  ): Promise<void> {
+    const { log } = state;
+    const pty = what.type === 'sftp' ? undefined : state.pty;
+    const isPty = pty !== undefined;
+    const refuse = async (message: string | undefined) => {
+      if (message) relay.notice(message, isPty);
+      await relay.finish({ code: 1 });
+    };
+    const { userstr, user } = this.conn.user;
+
+    // Local rules first: they need nothing from anywhere.
+    const problem = asUserProblem(userstr.username, userstr.asUser, user.sudo);
+    if (problem) {
+      log.warn({ asUser: userstr.asUser.slice(0, 64), problem }, `${what.type} refused: as-user not allowed`);
+      return refuse(problem);
+    }
+    // `user=<yourself>` is the same as no override: the workspace's own user.
+    const asUser = userstr.asUser === userstr.username ? '' : userstr.asUser;
+
+    // The workspace (workspace:create is checked inside, before provisioning). Progress goes only to
+    // PTY shells, on stdout; Ctrl+C there cancels this channel's wait.
+    const wo = this.deps.settings.writerOptions;
+    const progress =
+      what.type === 'shell' && isPty
+        ? createProgressWriter({ write: (t) => relay.text(t) }, wo)
+        : nullProgress;
+    const start = new AbortController();
+    if (what.type === 'shell' && isPty)
+      relay.watchEarlyInput((d) => {
+        if (d.includes(CTRL_C)) start.abort();
+      });
+    void relay.closed.then(() => start.abort());
+    let ws: BoundWorkspace;
+    try {
+      ws = await this.workspaceFor(progress, start.signal);
+    } catch (e) {
+      const err = e instanceof WorkspaceError ? e : new WorkspaceError('system', 'internal', errText(e));
+      log.warn({ err: err.message, code: err.code }, `${what.type}: workspace unavailable`);
+      // On PTY shells a message that the progress output already showed is not repeated (§23.e).
+      const shown =
+        what.type === 'shell' && isPty && (err.category === 'user' ? wo.showErrors : wo.showSystemErrors);
+      return refuse(shown ? undefined : err.userMessage);
+    } finally {
+      relay.watchEarlyInput(undefined);
+      progress.close();
+    }
+    this.deps.hooks?.beforeSessionHandler?.(what.type, what.type === 'exec' ? what.command : '');
+
+    // The action itself.
+    const action = what.type === 'shell' ? 'ssh:shell' : what.type === 'exec' ? 'ssh:exec' : 'ssh:sftp';
+    const v = await this.authorize(action, {
+      ...this.subject(ws),
+      pty: what.type === 'shell' ? isPty : undefined,
+      asUser: what.type === 'shell' ? userstr.asUser : undefined,
+      command: what.type === 'exec' ? what.command : undefined,
+    });
+    if (!v.allowed) {
+      log.warn(
+        { reason: v.reason, failed: v.failed },
+        what.type === 'shell' ? 'SSH shell denied' : `${what.type} denied`,
+      );
+      return refuse(
+        v.failed
+          ? `${what.type} refused: authorization is unavailable`
+          : `${what.type} denied by policy: ${v.reason}`,
+      );
+    }
+
+    // Recording (§15): decided before anything runs; a refusal under failPolicy closed refuses.
+    const execId = what.type === 'shell' ? state.id : this.conn.ids.next(what.type === 'exec' ? 'ex' : 'sf');
+    const kind: RecordedKind = what.type;
+    try {
+      relay.tap = await this.recordingTap(kind, ws, execId, {
+        pty: pty ? { cols: pty.cols, rows: pty.rows } : undefined,
+        command: what.type === 'exec' ? what.command : undefined,
+      });
+    } catch (e) {
+      if (e instanceof RecordingRefused) {
+        log.warn({ err: e.message }, 'recording refused the channel');
+        return refuse(e.userMessage);
+      }
+      log.warn({ err: errText(e) }, 'Session recording lookup failed');
+      return refuse(`${what.type} refused: the recording decision failed`);
+    }
+
+    // Agent forwarding: a refusal only withholds SSH_AUTH_SOCK (§23.d); never for sftp.
+    let authSock: string | undefined;
+    if (state.agentRequested && what.type !== 'sftp') {
+      const av = await this.authorize('ssh:agent-forward', this.subject(ws));
+      if (!av.allowed) log.warn({ reason: av.reason, failed: av.failed }, 'agent forwarding denied');
+      else {
+        const agent = await startAgentForward(this.conn, ws, this.conn.ids.next('ux'), execId, log).catch(
+          (e: unknown) => {
+            log.warn({ err: errText(e) }, 'agent forwarding failed');
+            return undefined;
+          },
+        );
+        if (agent) {
+          setAgent(agent);
+          authSock = agent.socketPath;
+        }
+      }
+    }
+
+    const clientEnv: Array<[string, string]> = authSock
+      ? [...state.env, ['SSH_AUTH_SOCK', authSock]]
+      : [...state.env];
+    const run: SessionRun = {
+      conn: this.conn,
+      ws,
+      relay,
+      state,
+      log,
+      asUser,
+      env: loginEnv(
+        { shell: user.shell, asUser: asUser || userstr.username },
+        withTerm(clientEnv, pty?.term),
+      ),
+    };
+    const result =
+      what.type === 'shell'
+        ? await runShell(run)
+        : await runExec(
+            run,
+            what.type === 'exec'
+              ? { type: 'exec', id: execId, command: what.command, shellBinary: user.shell }
+              : { type: 'sftp', id: execId, sftpBinary: this.deps.settings.sftpBinary },
+          );
+    if (result.broken) this.conn.workspaceFailed(ws, `${what.type} stream failed`);
+    if (result.note) relay.notice(result.note, isPty);
+    await relay.finish(result.ending);
+  }
+
+  // --- recording ----------------------------------------------------------------------------------
+
+  /**
+   * The recorder tap of a channel, or undefined. Override first (always wins, even `none`), then
+   * session:record when authz is configured (an evaluation error aborts the channel), then the static
+   * flags inside the recorder (reference-behaviour §15.1).
+   */
+  private async recordingTap(
+    kind: RecordedKind,
+    ws: BoundWorkspace,
+    channelId: string,
+    extra: {
+      pty?: { cols: number; rows: number };
+      command?: string;
+      tcpip?: { srcHost: string; srcPort: number; dstHost: string; dstPort: number };
+    },
+  ): Promise<ChannelTap | undefined> {
+    const recorders = this.deps.recorders;
+    if (!recorders) return undefined;
+    let obligation: string | undefined;
+    const override = await this.deps.overrides?.get(ws.details.name).catch(() => undefined);
+    if (override) {
+      obligation = override.record;
+      this.log.info(
+        { workspace: ws.details.name, record: override.record, setBy: override.setBy },
+        'Applying recording override',
+      );
+    } else if (this.deps.authorizer.configured) {
+      const v = await this.authorize('session:record', { ...this.subject(ws), sessionType: kind });
+      if (v.failed) throw new Error(v.reason);
+      obligation = v.obligations.record;
+    }
+    return recorders.open({
+      kind,
+      channelId,
+      connectionId: this.conn.id,
+      username: this.conn.user.userstr.username,
+      workspace: { name: ws.details.name, blueprint: ws.details.blueprint },
+      userToken: () => this.deps.userToken(this.conn.user).catch(() => ''),
+      obligation,
+      ...extra,
+    });
+  }
+
+  // --- forwards -----------------------------------------------------------------------------------
+
+  private pendingOpen(
+    accept: AcceptConnection<ServerChannel>,
+    reject: RejectConnection,
+    onAccepted: (relay: ChannelRelay) => void,
+  ): PendingOpen & { answered(): boolean } {
+    let answered = false;
+    return {
+      accept: () => {
+        if (answered) return undefined;
+        answered = true;
+        const ch = accept();
+        if (!ch) return undefined;
+        const relay = new ChannelRelay(ch, this.conn.counters, 'half-close');
+        onAccepted(relay);
+        return relay;
+      },
+      reject: (reason: OpenFailureReason, message: string) => {
+        if (answered) return;
+        answered = true;
+        rejectOpen(this.conn.ssh, reject, reason, message);
+      },
+      answered: () => answered,
+    };
+  }
+
+  private async onDirectTcpip(
+    accept: AcceptConnection<ServerChannel>,
+    reject: RejectConnection,
+    info: { destIP?: unknown; destPort?: unknown; srcIP?: unknown; srcPort?: unknown } | undefined,
+  ): Promise<void> {
+    const conn = this.conn;
+    const max = this.deps.settings.maxDirectTcpip;
+    if (conn.open.directTcpip >= max) {
+      this.log.warn({ max }, 'direct-tcpip limit reached');
+      return rejectOpen(
+        conn.ssh,
+        reject,
+        OpenFailure.RESOURCE_SHORTAGE,
+        `maximum direct-tcpip connections exceeded (${max})`,
+      );
+    }
+    const dest = tcpipPayload(info);
+    // UNKNOWN_CHANNEL_TYPE is what the reference sends here (sic).
+    if (!dest) return rejectOpen(conn.ssh, reject, OpenFailure.UNKNOWN_CHANNEL_TYPE, 'invalid payload');
+    conn.open.directTcpip++;
+    conn.ops.add('pf');
+    const id = conn.ids.next('pf');
+    const log = this.log.child({ chan: id });
+    let tap: ChannelTap | undefined;
+    const open = this.pendingOpen(accept, reject, (relay) => {
+      relay.tap = tap;
+      log.info(
+        { host: dest.host, port: dest.port, origin: `${dest.srcIP}:${dest.srcPort}` },
+        'direct-tcpip opened',
+      );
+    });
+    try {
+      const ws = await this.forwardWorkspace(open, log);
+      if (!ws) return;
+      const v = await this.authorize('ssh:direct-tcpip', {
+        ...this.subject(ws),
+        host: dest.host,
+        port: dest.port,
+      });
+      if (!v.allowed) {
+        log.warn(
+          { host: dest.host, port: dest.port, reason: v.reason, failed: v.failed },
+          'direct-tcpip denied',
+        );
+        return open.reject(
+          OpenFailure.ADMINISTRATIVELY_PROHIBITED,
+          v.failed ? 'refused: authorization is unavailable' : `denied by policy: ${v.reason}`,
+        );
+      }
+      try {
+        tap = await this.recordingTap('tcpip', ws, id, {
+          tcpip: { srcHost: dest.srcIP, srcPort: dest.srcPort, dstHost: dest.host, dstPort: dest.port },
+        });
+      } catch (e) {
+        log.warn({ err: errText(e) }, 'Session recording lookup failed');
+        return open.reject(
+          OpenFailure.ADMINISTRATIVELY_PROHIBITED,
+          e instanceof RecordingRefused ? e.userMessage : 'refused: the recording decision failed',
+        );
+      }
+      const r = await runDirectTcpip(ws, id, dest, {
+        open,
+        log,
+        dialTimeoutMs: this.deps.settings.dialTimeoutMs,
+      });
+      if (r.failed) this.conn.workspaceFailed(ws, 'forward stream failed');
+      log.info('direct-tcpip closed');
+    } finally {
+      conn.open.directTcpip--;
+      if (!open.answered()) open.reject(OpenFailure.CONNECT_FAILED, 'the forward could not be set up');
+    }
+  }
+
+  private async onStreamLocal(
+    accept: AcceptConnection<ServerChannel>,
+    reject: RejectConnection,
+    info: { socketPath?: unknown } | undefined,
+  ): Promise<void> {
+    const conn = this.conn;
+    const socketPath = info?.socketPath;
+    if (typeof socketPath !== 'string' || socketPath === '')
+      return rejectOpen(
+        conn.ssh,
+        reject,
+        OpenFailure.ADMINISTRATIVELY_PROHIBITED,
+        'bad direct-streamlocal payload',
+      );
+    const max = this.deps.settings.maxStreamLocal;
+    if (conn.open.streamLocal >= max) {
+      this.log.warn({ max }, 'direct-streamlocal limit reached');
+      return rejectOpen(
+        conn.ssh,
+        reject,
+        OpenFailure.RESOURCE_SHORTAGE,
+        `maximum direct-streamlocal connections exceeded (${max})`,
+      );
+    }
+    conn.open.streamLocal++;
+    conn.ops.add('ux');
+    const id = conn.ids.next('ux');
+    const log = this.log.child({ chan: id });
+    const open = this.pendingOpen(accept, reject, () =>
+      log.info({ socketPath }, 'direct-streamlocal opened'),
+    );
+    try {
+      const ws = await this.forwardWorkspace(open, log);
+      if (!ws) return;
+      const v = await this.authorize('ssh:direct-streamlocal', { ...this.subject(ws), socketPath });
+      if (!v.allowed) {
+        log.warn({ socketPath, reason: v.reason, failed: v.failed }, 'direct-streamlocal denied');
+        return open.reject(
+          OpenFailure.ADMINISTRATIVELY_PROHIBITED,
+          v.failed ? 'refused: authorization is unavailable' : `denied by policy: ${v.reason}`,
+        );
+      }
+      const r = await runStreamLocal(ws, id, socketPath, {
+        open,
+        log,
+        dialTimeoutMs: this.deps.settings.dialTimeoutMs,
+      });
+      if (r.failed) log.info('direct-streamlocal ended with an error');
+      log.info('direct-streamlocal closed');
+    } finally {
+      conn.open.streamLocal--;
+      if (!open.answered()) open.reject(OpenFailure.CONNECT_FAILED, 'the forward could not be set up');
+    }
+  }
+
+  /** The workspace for a forward; on failure the open is refused (never bytes on the stream, §23.e). */
+  private async forwardWorkspace(open: PendingOpen, log: Logger): Promise<BoundWorkspace | undefined> {
+    try {
+      return await this.workspaceFor(nullProgress, this.conn.closed);
+    } catch (e) {
+      const err = e instanceof WorkspaceError ? e : new WorkspaceError('system', 'internal', errText(e));
+      log.warn({ err: err.message, code: err.code }, 'forward: workspace unavailable');
+      open.reject(
+        err.code === 'denied' ? OpenFailure.ADMINISTRATIVELY_PROHIBITED : OpenFailure.CONNECT_FAILED,
+        `workspace unavailable: ${err.userMessage}`,
+      );
+      return undefined;
+    }
+  }
+}
+
+function deny(reason: string, failed: boolean): Verdict {
+  return { allowed: false, reason, obligations: {}, failed };
+}
+
+function newRef(): string {
+  return randomBytes(4).toString('hex');
+}
+
+/** RFC 4254 sizes are uint32; terminals larger than this are nonsense (clamped like the daemon's 16 bits). */
+function clampSize(n: unknown): number {
+  const v = typeof n === 'number' && Number.isFinite(n) ? Math.trunc(n) : 0;
+  return Math.max(0, Math.min(v, 0xffff));
+}
+
+function setEnv(state: SessionState, key: string, val: string): void {
+  const i = state.env.findIndex(([k]) => k === key);
+  if (i < 0) state.env.push([key, val]);
+  else state.env[i] = [key, val];
+}
+
+/** TERM comes from the client's pty-req and wins over a TERM sent with `env` (reference §13.1). */
+function withTerm(env: Array<[string, string]>, term: string | undefined): Array<[string, string]> {
+  if (term === undefined) return env;
+  return [['TERM', term], ...env.filter(([k]) => k !== 'TERM')];
+}
+
+/** The program of a command line, for logs (the rest may carry secrets). */
+function programName(command: string): string {
+  const first = command.trimStart().split(/\s+/, 1)[0] ?? '';
+  return first.slice(0, 64);
+}
+
+interface TcpipDest {
+  host: string;
+  port: number;
+  srcIP: string;
+  srcPort: number;
+}
+
+function tcpipPayload(
+  info: { destIP?: unknown; destPort?: unknown; srcIP?: unknown; srcPort?: unknown } | undefined,
+): TcpipDest | undefined {
+  if (!info || typeof info.destIP !== 'string') return undefined;
+  const port = info.destPort;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+  return {
+    host: info.destIP || 'localhost',
+    port,
+    srcIP: typeof info.srcIP === 'string' ? info.srcIP : '',
+    srcPort: typeof info.srcPort === 'number' ? info.srcPort : 0,
+  };
+}
+
+export type { Ending };
