@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import YAML from 'yaml';
+import { parseConfig } from '../../src/config/load.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHART = join(ROOT, 'deploy', 'helm', 'ssh-proxy');
@@ -201,5 +202,154 @@ describe('Helm chart: templates', () => {
     const cm = templates.find((t) => t.name === 'configmap.yaml')?.text ?? '';
     for (const key of ['"serverKey" "/app/secrets/server_key"', '"port" 2022', '${NATS_K8SHELL_PASSWORD}'])
       assert.ok(cm.includes(key), key);
+  });
+});
+
+/**
+ * What templates/configmap.yaml renders, mirrored in TypeScript (no helm here to render it), so the gateway's
+ * own loader can check it. The test below keeps the mirror honest: every key the template writes must be
+ * in it.
+ */
+function renderedConfig(v: Tree, namespace: string): Tree {
+  const get = (path: string): unknown => lookup(v, path).value;
+  const certManager = get('certManager.enabled') === true;
+  const client = (name: string, address: string): Tree => {
+    const host = address.split(':')[0] ?? address;
+    return {
+      address,
+      tokenFilePath: `/var/run/secrets/k8shell.io/${name}`,
+      ...(certManager
+        ? {
+            caCertPath: '/etc/k8shell/ca/ca.crt',
+            serverName: host.includes('.') ? host : `${host}.${namespace}.svc`,
+          }
+        : {}),
+    };
+  };
+  const store =
+    get('session.enabled') === true && get('session.recording.persistentVolumeClaim.install') === true;
+  const config: Tree = {
+    server: {
+      port: 2022,
+      serverKey: '/app/secrets/server_key',
+      forking: get('sshProxy.forking'),
+      proxyProtocol: get('sshProxy.proxyProtocol'),
+      drainTimeout: get('sshProxy.drainTimeout'),
+      writerOptions: get('sshProxy.writerOptions'),
+      publishSshFailures: get('sshProxy.publishSshFailures'),
+      recording: {
+        recordShell: get('sshProxy.recording.recordShell') === true && store,
+        recordExec: get('sshProxy.recording.recordExec') === true && store,
+        recordDirectTCPIP: get('sshProxy.recording.recordDirectTCPIP') === true && store,
+      },
+    },
+    nats: {
+      enabled: get('nats.enabled'),
+      url: `nats://${String(get('nats.host'))}:${String(get('nats.port'))}`,
+      username: get('nats.username'),
+      password: '${NATS_K8SHELL_PASSWORD}',
+    },
+    identity: client('identity', String(get('identity.address'))),
+    provisioner: client('provisioner', String(get('provisioner.address'))),
+    k8shelld: { tokenFilePath: '/var/run/secrets/k8shell.io/k8shelld' },
+    metrics: { address: `0.0.0.0:${String(get('sshProxy.metrics.port'))}` },
+  };
+  if (get('session.enabled') === true) config.session = client('session', String(get('session.address')));
+  if (get('authz.enabled') === true) config.authz = client('authz', String(get('authz.address')));
+  const grpcPort = Number(get('sshProxy.grpc.port'));
+  if (grpcPort > 0)
+    config.grpc = {
+      port: grpcPort,
+      ...(certManager
+        ? { enableTLS: true, certFile: '/etc/ssh-proxy/tls/tls.crt', keyFile: '/etc/ssh-proxy/tls/tls.key' }
+        : {}),
+    };
+  const merge = (dst: Tree, src: Tree): Tree => {
+    for (const [k, x] of Object.entries(src)) dst[k] = isMap(x) && isMap(dst[k]) ? merge(dst[k], x) : x;
+    return dst;
+  };
+  return merge(config, clone((get('sshProxy.extraConfig') ?? {}) as Tree));
+}
+
+function keysOf(tree: Tree): Set<string> {
+  const keys = new Set<string>();
+  const walk = (t: Tree) => {
+    for (const [k, x] of Object.entries(t)) {
+      keys.add(k);
+      if (isMap(x)) walk(x);
+    }
+  };
+  walk(tree);
+  return keys;
+}
+
+describe('Helm chart: the config.yaml it renders', () => {
+  const everything = (): Tree => {
+    const v = clone(values);
+    Object.assign(v.certManager as Tree, { enabled: true });
+    Object.assign(v.session as Tree, {
+      enabled: true,
+      recording: { persistentVolumeClaim: { install: true } },
+    });
+    Object.assign(v.authz as Tree, { enabled: true });
+    Object.assign(v.nats as Tree, { enabled: true });
+    const sp = v.sshProxy as Tree;
+    Object.assign(sp, { forking: true, proxyProtocol: true, grpc: { port: 9050 } });
+    Object.assign(sp.recording as Tree, { recordShell: true, recordExec: true, recordDirectTCPIP: true });
+    (v.identity as Tree).address = 'identity.other-ns.svc:9020';
+    sp.extraConfig = { server: { maxStartups: 200, proxyProtocolTrustedCIDRs: ['10.0.0.0/8'] } };
+    return v;
+  };
+
+  test('writes only keys of the mirror above (templates/configmap.yaml and the client helper)', () => {
+    const source = read('templates', 'configmap.yaml') + read('templates', '_helpers.tpl');
+    const start = source.indexOf('define "ssh-proxy.client"');
+    const written = new Set(
+      [
+        ...(source.slice(0, source.indexOf('{{- define')) + source.slice(start)).matchAll(
+          /"([a-zA-Z][a-zA-Z0-9]*)"/g,
+        ),
+      ].map((m) => m[1] ?? ''),
+    );
+    written.delete('ecdsa');
+    const mirrored = keysOf(renderedConfig(everything(), 'k8shell'));
+    assert.ok(written.size > 20, [...written].join());
+    assert.deepEqual(
+      [...written].filter((k) => !mirrored.has(k)),
+      [],
+    );
+  });
+
+  for (const [what, make] of [
+    ['default values', () => clone(values)],
+    ['every option on', everything],
+  ] as [string, () => Tree][]) {
+    test(`with ${what}, the gateway's loader accepts it without a warning`, () => {
+      const text = YAML.stringify(renderedConfig(make(), 'k8shell'));
+      const { config, warnings } = parseConfig(text, {
+        file: 'ssh-proxy-config',
+        env: { NATS_K8SHELL_PASSWORD: '' },
+      });
+      assert.deepEqual(warnings, []);
+      assert.equal(config.server.port, 2022);
+      assert.equal(config.metrics.address, '0.0.0.0:9090');
+      assert.equal(config.k8shelld.tokenFilePath, '/var/run/secrets/k8shell.io/k8shelld');
+    });
+  }
+
+  test('with cert-manager, clients get the cluster CA and <service>.<namespace>.svc server names', () => {
+    const c = renderedConfig(everything(), 'k8shell');
+    assert.deepEqual(c.provisioner, {
+      address: 'provisioner:9030',
+      tokenFilePath: '/var/run/secrets/k8shell.io/provisioner',
+      caCertPath: '/etc/k8shell/ca/ca.crt',
+      serverName: 'provisioner.k8shell.svc',
+    });
+    assert.equal((c.identity as Tree).serverName, 'identity.other-ns.svc');
+    const cm = read('templates', 'configmap.yaml');
+    assert.match(
+      cm,
+      /and \.Values\.session\.enabled \.Values\.session\.recording\.persistentVolumeClaim\.install/,
+    );
   });
 });
