@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'src/gen/', 'node_modules/', '.ssh-proxy/', 'bench/results/', '.tmp/'] },
+  { ignores: ['dist/', 'build/', 'src/gen/', 'node_modules/', '.ssh-proxy/', 'bench/results/', '.tmp/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
