@@ -21,7 +21,7 @@ export function streamName(bucket: string): string {
  * every member including itself), capped at 3. A cluster that advertises nothing (`no_advertise`)
  * gets 1: safe everywhere, and the operator can create a replicated bucket beforehand.
  */
-export function bucketReplicas(info: ServerInfo | undefined): number {
+export function bucketReplicas(info: Pick<ServerInfo, 'cluster' | 'connect_urls'> | undefined): number {
   if (!info?.cluster) return 1;
   const members = new Set(info.connect_urls ?? []).size;
   return Math.max(1, Math.min(MAX_BUCKET_REPLICAS, members));

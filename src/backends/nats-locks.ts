@@ -86,6 +86,12 @@ export interface LockedUsersWatcherOptions {
   requestTimeoutMs?: number;
 }
 
+/** The reference's warning (`…retrying in 10s: …` with the default interval). */
+export function unavailableText(retryMs: number, e: unknown): string {
+  const secs = Math.round(retryMs / 100) / 10;
+  return `locked-users subscription unavailable, retrying in ${secs}s: ${errText(e)}`;
+}
+
 function nanos(ms: number): number {
   return ms * 1_000_000;
 }
@@ -149,8 +155,7 @@ export class LockedUsersWatcher {
   }
 
   private warnUnavailable(e: unknown): void {
-    const secs = Math.round(this.retryMs / 100) / 10;
-    this.log.warn(`locked-users subscription unavailable, retrying in ${secs}s: ${errText(e)}`);
+    this.log.warn(unavailableText(this.retryMs, e));
   }
 
   private async run(): Promise<void> {

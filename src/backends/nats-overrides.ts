@@ -2,11 +2,12 @@
 // `recording-overrides`, key = workspace name, value JSON `{record, setBy, setAt}` written by the API
 // server. Read fresh for every recorded-channel decision with a short deadline; any failure (NATS
 // down, bucket missing, KV error, bad JSON) is logged and answers "no override", so policy decides.
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { KV, KvEntry } from '@nats-io/kv';
 import type { RecordingOverrides } from '../gateway/tap.js';
 import { errText, type Logger } from '../ops/log.js';
 import type { NatsLink } from './nats.js';
-import { isStreamNotFound, openOrCreateBucket, RECORDING_OVERRIDES_BUCKET } from './nats-kv.js';
+import { isStreamNotFound, openOrCreateBucket, RECORDING_OVERRIDES_BUCKET, streamName } from './nats-kv.js';
 
 export interface RecordingOverride {
   /** Comma-separated obligation tokens (`shell,exec`, `none`, …), parsed by the recording decision. */
@@ -50,6 +51,7 @@ export class NatsRecordingOverrides implements RecordingOverrides {
   private kv: KV | undefined;
   private opening: Promise<KV | undefined> | undefined;
   private lastOpenAttempt = 0;
+  private checking = false;
   private offUp: (() => void) | undefined;
 
   constructor(opts: NatsRecordingOverridesOptions) {
@@ -101,7 +103,7 @@ export class NatsRecordingOverrides implements RecordingOverrides {
     try {
       entry = await withDeadline(kv.get(workspace), this.timeoutMs, 'recording override read');
     } catch (e) {
-      if (isStreamNotFound(e) && this.kv === kv) this.kv = undefined; // deleted: recreate later
+      this.checkBucket(kv);
       log.warn({ workspace, err: errText(e) }, 'Recording override lookup failed; using the policy');
       return undefined;
     }
@@ -113,6 +115,34 @@ export class NatsRecordingOverrides implements RecordingOverrides {
     }
     log.info({ workspace, record: parsed.record, setBy: parsed.setBy }, 'Applying recording override');
     return parsed;
+  }
+
+  /**
+   * After a failed read: is the bucket still there? (A read from a deleted bucket just times out.)
+   * When it is gone it is forgotten, so a later read opens or creates it again. One check at a time.
+   */
+  private checkBucket(kv: KV): void {
+    const nc = this.link.connection;
+    if (this.checking || !nc) return;
+    this.checking = true;
+    jetstreamManager(nc, { timeout: this.timeoutMs })
+      .then((jsm) => jsm.streams.info(streamName(RECORDING_OVERRIDES_BUCKET)))
+      .then(
+        () => undefined,
+        (e: unknown) => {
+          if (isStreamNotFound(e) && this.kv === kv) {
+            this.kv = undefined;
+            this.lastOpenAttempt = 0;
+            this.log.warn(
+              { bucket: RECORDING_OVERRIDES_BUCKET },
+              'recording overrides bucket is gone; reopening',
+            );
+          }
+        },
+      )
+      .finally(() => {
+        this.checking = false;
+      });
   }
 
   private open(): Promise<KV | undefined> {

@@ -5,6 +5,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleepMs } from 'node:timers/promises';
+import { connect } from '@nats-io/transport-node';
+import type { Config } from '../config/schema.js';
+import { LOCKED_USERS_BUCKET, openOrCreateBucket } from '../backends/nats-kv.js';
 import { errText, getLogger, type Logger } from '../ops/log.js';
 
 export const DEFAULT_NATS_SERVER_BINARY = 'nats-server';
@@ -104,18 +107,20 @@ export async function startLocalNats(opts: LocalNatsOptions): Promise<LocalNats>
   });
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
   const spawnError = new Promise<Error>((res) => child.once('error', res));
+  // A process that never started (spawn error) emits no 'exit'.
+  const gone = Promise.race([exited, spawnError.then(() => undefined)]);
   // Never leave a server behind when this process exits without calling stop().
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
 
   const stop = async (timeoutMs = 5000): Promise<void> => {
     process.removeListener('exit', killOnExit);
-    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
     child.kill('SIGTERM');
-    const gone = await Promise.race([exited.then(() => true), sleepMs(timeoutMs, false)]);
-    if (!gone) {
+    const done = await Promise.race([gone.then(() => true), sleepMs(timeoutMs, false, { ref: false })]);
+    if (!done) {
       child.kill('SIGKILL');
-      await exited;
+      await gone;
     }
   };
 
@@ -157,4 +162,31 @@ export async function startLocalNats(opts: LocalNatsOptions): Promise<LocalNats>
 function tail(path: string): string {
   if (!existsSync(path)) return '';
   return readFileSync(path, 'utf8').trim().split('\n').slice(-3).join(' | ');
+}
+
+/** Subject of the local stack's failed-login events. */
+export const LOCAL_FAILURES_SUBJECT = 'ssh.failures';
+
+/**
+ * Creates the `locked-users` bucket (in production the API server's), so the gateway's watcher
+ * subscribes at once and the first `ssh-proxy-admin lock` is not missed. The gateway itself creates
+ * `recording-overrides`.
+ */
+export async function ensureLocalBuckets(url: string, timeoutMs = 5000): Promise<void> {
+  const nc = await connect({ servers: url, name: 'ssh-proxy-local', timeout: timeoutMs, reconnect: false });
+  try {
+    await openOrCreateBucket(nc, LOCKED_USERS_BUCKET, timeoutMs);
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Points a loaded config at the local server: shared client on, failure events published (all addresses). */
+export function useLocalNats(cfg: Pick<Config, 'nats' | 'server'>, url: string): void {
+  Object.assign(cfg.nats, { enabled: true, url, username: '', password: '', token: '' });
+  Object.assign(cfg.server.publishSshFailures, {
+    enabled: true,
+    subject: LOCAL_FAILURES_SUBJECT,
+    publicIPOnly: false,
+  });
 }
