@@ -130,6 +130,8 @@ export class FailurePublisher {
     }
     const payload = JSON.stringify(buildFailureEvent(f, this.now(), this.proxyId));
     const nc = this.link.connection;
+    // Whatever is still queued goes first (normally the reconnect already sent it).
+    if (nc && this.queue.length > 0) this.flush(nc);
     if (nc && this.queue.length === 0) {
       nc.publish(this.settings.subject, payload);
       this.counts.published += 1;

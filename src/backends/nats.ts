@@ -164,7 +164,8 @@ export class NatsLink {
       const ok = await Promise.race([drained, sleepMs(timeoutMs, false, { ref: false })]);
       if (!ok) await nc.close().catch(() => undefined);
     }
-    await this.loop;
+    // A connect attempt in flight ends within its own deadline and is then closed by the loop.
+    await Promise.race([this.loop, sleepMs(timeoutMs, undefined, { ref: false })]);
   }
 
   private setUp(up: boolean): void {
