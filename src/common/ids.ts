@@ -14,6 +14,11 @@ export function proxyIdFromHostname(host: string): string {
 
 let defaultProxyId: string | undefined;
 
+/** This host's proxy id (computed once): the connection-id prefix and the failure events' `proxy_id`. */
+export function localProxyId(): string {
+  return (defaultProxyId ??= proxyIdFromHostname(hostname()));
+}
+
 /** 130 random bits as 26 lowercase base32 characters. */
 function randomPart(): string {
   const bytes = randomBytes(17); // 136 bits; the first 130 are used
@@ -33,7 +38,7 @@ function randomPart(): string {
 
 /** `<proxyID>-<pid>-<26 chars [a-z2-7]>`; defaults to this host's proxy id and this process's pid. */
 export function newConnectionId(proxyId?: string, pid?: number): string {
-  const id = proxyId ?? (defaultProxyId ??= proxyIdFromHostname(hostname()));
+  const id = proxyId ?? localProxyId();
   return `${id}-${pid ?? process.pid}-${randomPart()}`;
 }
 
