@@ -342,7 +342,16 @@ describe('algorithms and server-sig-algs', () => {
     const def = serverAlgorithms();
     assert.deepEqual(def.compress, ['none']);
     assert.ok(Array.isArray(def.kex) && !def.kex.some((k) => k.includes('group-exchange')));
-    assert.ok(Array.isArray(def.cipher) && !def.cipher.includes('chacha20-poly1305@openssh.com'));
+    assert.deepEqual(def.cipher, [
+      'aes128-gcm@openssh.com',
+      'aes256-gcm@openssh.com',
+      'chacha20-poly1305@openssh.com',
+      'aes128-ctr',
+      'aes192-ctr',
+      'aes256-ctr',
+    ]);
+    assert.ok(Array.isArray(def.kex) && def.kex[0] === 'curve25519-sha256');
+    assert.ok(def.kex.includes('mlkem768x25519-sha256'));
     assert.deepEqual(serverAlgorithms(['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com']).cipher, [
       'chacha20-poly1305@openssh.com',
       'aes128-gcm@openssh.com',

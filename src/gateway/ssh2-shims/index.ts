@@ -14,3 +14,4 @@ export { fixServerSigAlgs, serverSigAlgsValue } from './serverSigAlgs.js';
 
 fixServerSigAlgs();
 export { completeSessionClose } from './sessionClose.js';
+export { registerPqKex } from './kexProviders.js';
