@@ -351,7 +351,7 @@ describe('algorithms and server-sig-algs', () => {
       'aes256-ctr',
     ]);
     assert.ok(Array.isArray(def.kex) && def.kex[0] === 'curve25519-sha256');
-    assert.ok(def.kex.includes('mlkem768x25519-sha256'));
+    assert.ok((def.kex as string[]).includes('mlkem768x25519-sha256'));
     assert.deepEqual(serverAlgorithms(['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com']).cipher, [
       'chacha20-poly1305@openssh.com',
       'aes128-gcm@openssh.com',

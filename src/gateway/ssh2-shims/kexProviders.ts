@@ -9,7 +9,9 @@ export function registerPqKex(): void {
   if (registered) return;
   const register = kexModule.registerKexProvider;
   if (typeof register !== 'function')
-    throw new Error('ssh2 lacks registerKexProvider: patches/ssh2+1.17.0+013+kex-providers.patch is not applied');
+    throw new Error(
+      'ssh2 lacks registerKexProvider: patches/ssh2+1.17.0+013+kex-providers.patch is not applied',
+    );
   const provider: KexProvider = mlkem768x25519;
   register(MLKEM768X25519, provider);
   registered = true;
