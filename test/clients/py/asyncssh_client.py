@@ -33,7 +33,7 @@ async def case_pty(c):
 async def case_pty_eof(c):
     # Input followed by EOF (like `printf ... | ssh -tt`): depends on the channel-pipeline work.
     r = await asyncio.wait_for(
-        c.run(input="echo pty-$((6*7))\nexit 5\n", term_type="vt100", term_size=(80, 24)), DEADLINE)
+        c.run(input="echo pty-$((6*7))\nexit 5\n", term_type="vt100", term_size=(80, 24)), DEADLINE / 2)
     return {"output": r.stdout, "status": r.exit_status}
 
 
