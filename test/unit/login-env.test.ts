@@ -84,3 +84,17 @@ test('signal and subsystem names compare as exact bytes', () => {
   assert.ok(isSubsystem({ text: 'sftp', raw: bytes('sftp') }, 'sftp'));
   assert.ok(!isSubsystem({ text: 'sftp\uFFFD', raw: bytes('sftp\xff') }, 'sftp'));
 });
+
+test('ssh2 request infos convert to SshText with their raw bytes (patch 012)', async () => {
+  const { envPair, execCommand, signalText, subsystemText } =
+    await import('../../src/gateway/ssh2-shims/index.js');
+  assert.ok(sshTextEq(execCommand({ command: '\uFFFD', commandRaw: bytes('\xff') }), bytes('\xff')));
+  const [k, v] = envPair({ key: 'A', val: '\uFFFD', keyRaw: bytes('A'), valRaw: bytes('\xfe') });
+  assert.ok(sshTextEq(k, bytes('A')) && sshTextEq(v, bytes('\xfe')));
+  assert.equal(signalName(signalText({ name: 'TERM', nameRaw: bytes('TERM') })), 'TERM');
+  assert.ok(isSubsystem(subsystemText({ name: 'sftp' }), 'sftp'));
+});
+
+function sshTextEq(t: { text: string; raw?: Buffer }, want: Buffer): boolean {
+  return (t.raw ?? Buffer.from(t.text)).equals(want);
+}

@@ -15,3 +15,4 @@ export { fixServerSigAlgs, serverSigAlgsValue } from './serverSigAlgs.js';
 fixServerSigAlgs();
 export { completeSessionClose } from './sessionClose.js';
 export { registerPqKex } from './kexProviders.js';
+export { envPair, execCommand, signalText, subsystemText } from './rawStrings.js';
