@@ -1,4 +1,5 @@
 // Exec (§5.4, §4 PTY fields, §9.4 exit detail): `<shell> -c <command>` with pipes or a PTY.
+import { isUtf8 } from 'node:buffer';
 import type { ChildProcess } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { status, type handleBidiStreamingCall, type ServerDuplexStream } from '@grpc/grpc-js';
@@ -7,6 +8,8 @@ import { ExecResponse, type CommandDetails, type ExecRequest } from '../gen/k8sh
 import { errText } from '../ops/log.js';
 import { workDir, type AgentContext } from './context.js';
 import { buildEnv, chooseExecShell, ptsName, spawnPipes, spawnPty, type LaunchSpec } from './launch.js';
+import { commandBytes, envBytes } from '../common/raw-text.js';
+import { sessionDefaults } from './session-env.js';
 import { killGroup, killSession, normaliseSignal, signalNumber } from './procs.js';
 import { frames, grpcError, metadataValue, Stream, toStatus } from './rpc.js';
 import { exitFromNumbers, type ExitInfo } from './shell.js';
@@ -85,25 +88,30 @@ class ExecCall {
   }
 
   private async start(id: string, cd: CommandDetails): Promise<void> {
-    if (!cd.command.trim()) throw grpcError(status.INVALID_ARGUMENT, 'empty command');
+    if (!commandBytes(cd).toString('latin1').trim())
+      throw grpcError(status.INVALID_ARGUMENT, 'empty command');
     const { store, users } = this.ctx;
     store.reserve(id, 'exec');
     let launch: LaunchSpec;
     try {
       const runAs = await users.resolve(cd.asUser);
       const file = chooseExecShell(cd.shellBinary, runAs.user.shell);
-      const env = buildEnv(
+      // Raw bytes (command_raw, env_vars_raw) win over the lossy strings when present.
+      const { env, raw } = buildEnv(
         this.ctx.baseEnv,
-        cd.envVars,
-        { SHELL: file, USER: runAs.user.name, LOGNAME: runAs.user.name },
+        envBytes(cd.envVars, cd.envVarsRaw),
+        sessionDefaults(runAs.user, file),
         { HOME: runAs.home },
       );
+      const command = commandBytes(cd);
       launch = {
         file,
         argv0: file,
-        args: ['-c', cd.command],
+        args: ['-c', isUtf8(command) ? command.toString('utf8') : command],
         cwd: workDir(runAs.home),
         env,
+        rawEnv: raw,
+        sshTty: cd.usePty,
         creds: runAs.creds,
       };
       if (this.s.done) throw grpcError(status.CANCELLED, 'client went away');

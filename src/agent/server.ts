@@ -26,6 +26,7 @@ import { grpcError } from './rpc.js';
 import { acquireSessionHandler, listSessionsHandler, resizeHandler, shellHandler } from './shell-rpc.js';
 import { SessionStore } from './store.js';
 import { ListenerRegistry, unixSocketHandler } from './unixsocket.js';
+import { inheritedEnv } from './session-env.js';
 import { UserResolver } from './users.js';
 
 export interface AgentOptions {
@@ -131,7 +132,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     users: new UserResolver(opts.defaultUser, opts.home),
     listeners: new ListenerRegistry(),
     log,
-    baseEnv: { ...process.env },
+    // Sessions start from a clean environment, as under sshd (session-env.ts).
+    baseEnv: inheritedEnv(process.env),
     closing: () => closing,
   };
 

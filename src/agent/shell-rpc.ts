@@ -19,7 +19,9 @@ import {
 } from '../gen/k8shelld/v1/k8shelld.js';
 import { errText } from '../ops/log.js';
 import { workDir, type AgentContext } from './context.js';
+import { envBytes } from '../common/raw-text.js';
 import { buildEnv, chooseLoginShell } from './launch.js';
+import { sessionDefaults } from './session-env.js';
 import { frames, grpcError, metadataValue, Stream, toStatus } from './rpc.js';
 import { Shell } from './shell.js';
 
@@ -94,10 +96,10 @@ class ShellCall {
       if (req.detachOnClose || req.lockId) throw grpcError(status.PERMISSION_DENIED, DETACH_DISABLED);
       const runAs = await users.resolve(req.asUser);
       const file = chooseLoginShell(runAs.user.shell, req.cmdShell);
-      const env = buildEnv(
+      const { env, raw } = buildEnv(
         this.ctx.baseEnv,
-        req.setEnvVars,
-        { SHELL: file, USER: runAs.user.name, LOGNAME: runAs.user.name },
+        envBytes(req.setEnvVars, req.setEnvVarsRaw),
+        sessionDefaults(runAs.user, file),
         { HOME: runAs.home, K8SHELL_SESSION_ID: id },
       );
       if (this.s.done) throw grpcError(status.CANCELLED, 'client went away');
@@ -110,6 +112,8 @@ class ShellCall {
           args: [],
           cwd: workDir(runAs.home),
           env,
+          rawEnv: raw,
+          sshTty: req.usePty,
           creds: runAs.creds,
         },
         usePty: req.usePty,

@@ -27,11 +27,18 @@ export const KNOWN_CIPHERS = [
 ] as const;
 
 /**
- * AES-GCM only by default. OpenSSH clients rank ciphers by their own list (chacha20, then AES-CTR,
- * then AES-GCM), so offering chacha20 or CTR means they get picked; both cost more CPU in ssh2
- * (node-notes §15). Every OpenSSH since 6.2 has AES-GCM; old clients can be allowed via server.ciphers.
+ * The reference's set (Go x/crypto defaults), fast ones first. The client's preference decides
+ * (OpenSSH picks chacha20-poly1305), so every cipher here must be fast with ssh2's native binding;
+ * docs/clients.md has the measurements. AES-CTR is for clients without AEAD ciphers (libssh2 1.10).
  */
-export const DEFAULT_CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com'];
+export const DEFAULT_CIPHERS = [
+  'aes128-gcm@openssh.com',
+  'aes256-gcm@openssh.com',
+  'chacha20-poly1305@openssh.com',
+  'aes128-ctr',
+  'aes192-ctr',
+  'aes256-ctr',
+];
 
 export const DEFAULT_SFTP_BINARY = '/usr/local/bin/sftp';
 /** Ours: env names accepted by default (sshd's AcceptEnv): locale, terminal programs, git, k8shell. */

@@ -15,8 +15,10 @@ import type { Logger } from '../ops/log.js';
 export interface AgentSpawnOptions {
   /** Arguments after `process.execPath` that run the agent, e.g. `['dist/cli/agent.js']`. */
   command: string[];
-  /** Workspace directory: the agent's --home, and where agent.addr and agent.log live. */
+  /** Workspace directory: where agent.addr and agent.log live (never inside `home`). */
   dir: string;
+  /** The agent's --home (the sessions' home directory); default `dir`. */
+  home?: string;
   /** Passed to the agent as --token-file, and used for our own handshake call. */
   tokenFile?: string;
   readyTimeoutMs: number;
@@ -80,7 +82,15 @@ export async function spawnAgent(o: AgentSpawnOptions): Promise<AgentProcess & {
   const readyFile = join(o.dir, 'agent.addr');
   const logFile = join(o.dir, 'agent.log');
   rmSync(readyFile, { force: true });
-  const args = [...o.command, '--listen', '127.0.0.1:0', '--ready-file', readyFile, '--home', o.dir];
+  const args = [
+    ...o.command,
+    '--listen',
+    '127.0.0.1:0',
+    '--ready-file',
+    readyFile,
+    '--home',
+    o.home ?? o.dir,
+  ];
   if (o.tokenFile) args.push('--token-file', o.tokenFile);
 
   const logFd = openSync(logFile, 'a', 0o600);

@@ -1,7 +1,9 @@
 // Local reference implementation of provisioner.v1.ProvisionerService (wire-protocol.md §2.3, §3.4, §5.10).
 //
 // Each canonical user string maps to one workspace named by the §7.3 rule: a directory
-// `<dataDir>/workspaces/<name>/` (the agent's --home) and one agent process started on demand. Starts of
+// `<dataDir>/workspaces/<name>/` with the stack's own files (workspace.json, agent.addr, agent.log) and
+// `home/` (the agent's --home, the sessions' home: nothing of the stack's in it), and one agent process
+// started on demand. Starts of
 // the same workspace are shared (one agent, every caller sees the same outcome); agents nobody is
 // connected to for `idleTimeoutMs` are stopped, and a later Start brings them back.
 import { randomBytes } from 'node:crypto';
@@ -105,6 +107,8 @@ interface Workspace {
 const DEFAULT_TIMEOUT_SEC = 120;
 const MAX_TIMEOUT_SEC = 3600;
 const META_FILE = 'workspace.json';
+/** The sessions' home inside the workspace directory. */
+export const HOME_DIR = 'home';
 // Workspace names become directory names: keep them to a safe alphabet.
 const SAFE_NAME = /^[a-z0-9_][a-z0-9_.@-]{0,99}$/;
 
@@ -243,11 +247,13 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
           await abortableDelay(opts.pullDelayMs, job.abort.signal);
           emit('status', 'Starting', 'image pulled');
         }
+        mkdirSync(join(ws.dir, HOME_DIR), { recursive: true, mode: 0o700 });
         emit('progress', '30');
         emit('event', '', 'Starting workspace agent');
         agent = await spawnAgent({
           command: agentCommand,
           dir: ws.dir,
+          home: join(ws.dir, HOME_DIR),
           tokenFile: opts.agentTokenFile,
           readyTimeoutMs,
           signal: job.abort.signal,

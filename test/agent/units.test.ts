@@ -52,13 +52,29 @@ describe('agent units', () => {
   });
 
   test('buildEnv priority: forced > client > defaults > base; bad entries ignored', () => {
-    const env = buildEnv(
+    const { env, raw } = buildEnv(
       { A: 'base', USER: 'agent', KEEP: 'k' },
       ['A=client', 'USER=me', 'junk', '=x', 'E=a=b'],
       { USER: 'dflt', SHELL: '/bin/sh' },
       { HOME: '/h', A: 'forced' },
     );
     assert.deepEqual(env, { A: 'forced', USER: 'me', KEEP: 'k', SHELL: '/bin/sh', E: 'a=b', HOME: '/h' });
+    assert.deepEqual(raw, []);
+  });
+
+  test('buildEnv keeps entries that are not UTF-8 as bytes; forced names still win', () => {
+    const bytes = (s: string) => Buffer.from(s, 'latin1');
+    const { env, raw } = buildEnv(
+      {},
+      [bytes('V=\xff\xfe'), bytes('W=ok'), bytes('HOME=\xff'), bytes('\xffN=1'), bytes('W=\xfe')],
+      { V: 'default' },
+      { HOME: '/h' },
+    );
+    assert.deepEqual(env, { HOME: '/h' });
+    assert.deepEqual(
+      raw.map((b) => b.toString('latin1')),
+      ['V=\xff\xfe', '\xffN=1', 'W=\xfe'],
+    );
   });
 
   test('shell choice rules', () => {

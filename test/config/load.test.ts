@@ -270,7 +270,14 @@ describe('config loader: defaults', () => {
     assert.equal(s.maxAuthTries, 6);
     assert.equal(s.keepaliveInterval, 15);
     assert.equal(s.keepaliveCountMax, 3);
-    assert.deepEqual(s.ciphers, ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com']);
+    assert.deepEqual(s.ciphers, [
+      'aes128-gcm@openssh.com',
+      'aes256-gcm@openssh.com',
+      'chacha20-poly1305@openssh.com',
+      'aes128-ctr',
+      'aes192-ctr',
+      'aes256-ctr',
+    ]);
     assert.equal(s.proxyProtocolTimeout, 5);
     assert.deepEqual(s.proxyProtocolTrustedCIDRs, []);
     assert.equal(s.maxStartups, 100);

@@ -307,10 +307,10 @@ describe('algorithms and server-sig-algs', () => {
     assert.deepEqual(server.auths.slice(before), ['publickey:ssh-rsa:sha512']);
   });
 
-  it('AES-GCM is negotiated by default; chacha20 and DH group exchange are not offered', async () => {
-    // OpenSSH's own order (chacha20, aes-ctr, aes-gcm) decides, so only GCM is offered by default.
+  it('the reference cipher set is offered (the client picks chacha20); DH group exchange and 3DES are not', async () => {
+    // OpenSSH's own order (chacha20, aes-ctr, aes-gcm) decides.
     const def = await runSsh(server.port, edKey, ['-v', 'u@127.0.0.1', 'echo']);
-    assert.match(def.stderr, /server->client cipher: aes128-gcm@openssh\.com /);
+    assert.match(def.stderr, /server->client cipher: chacha20-poly1305@openssh\.com /);
     const gcm = await runSsh(server.port, edKey, [
       '-v',
       '-c',
@@ -320,14 +320,9 @@ describe('algorithms and server-sig-algs', () => {
     ]);
     assert.equal(gcm.stdout, 'hello\n', gcm.stderr);
     assert.match(gcm.stderr, /server->client cipher: aes256-gcm@openssh\.com /);
-    const chacha = await runSsh(server.port, edKey, [
-      '-c',
-      'chacha20-poly1305@openssh.com',
-      'u@127.0.0.1',
-      'echo',
-    ]);
-    assert.equal(chacha.code, 255);
-    assert.match(chacha.stderr, /no matching cipher found/);
+    const des = await runSsh(server.port, edKey, ['-c', '3des-cbc', 'u@127.0.0.1', 'echo']);
+    assert.equal(des.code, 255);
+    assert.match(des.stderr, /no matching cipher found/);
     const gex = await runSsh(server.port, edKey, [
       '-o',
       'KexAlgorithms=diffie-hellman-group-exchange-sha256',
@@ -342,7 +337,16 @@ describe('algorithms and server-sig-algs', () => {
     const def = serverAlgorithms();
     assert.deepEqual(def.compress, ['none']);
     assert.ok(Array.isArray(def.kex) && !def.kex.some((k) => k.includes('group-exchange')));
-    assert.ok(Array.isArray(def.cipher) && !def.cipher.includes('chacha20-poly1305@openssh.com'));
+    assert.deepEqual(def.cipher, [
+      'aes128-gcm@openssh.com',
+      'aes256-gcm@openssh.com',
+      'chacha20-poly1305@openssh.com',
+      'aes128-ctr',
+      'aes192-ctr',
+      'aes256-ctr',
+    ]);
+    assert.ok(Array.isArray(def.kex) && def.kex[0] === 'curve25519-sha256');
+    assert.ok((def.kex as string[]).includes('mlkem768x25519-sha256'));
     assert.deepEqual(serverAlgorithms(['chacha20-poly1305@openssh.com', 'aes128-gcm@openssh.com']).cipher, [
       'chacha20-poly1305@openssh.com',
       'aes128-gcm@openssh.com',

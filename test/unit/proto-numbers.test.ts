@@ -96,6 +96,14 @@ const ROWS: Row[] = [
     bytes: ShellStartRequest.encode(ShellStartRequest.fromPartial({ wantExitStatus: true })).finish(),
   },
   {
+    what: 'ShellStartRequest.set_env_vars_raw',
+    kind: 'extension',
+    field: 101,
+    bytes: ShellStartRequest.encode(
+      ShellStartRequest.fromPartial({ setEnvVarsRaw: [Buffer.from('A=\xff', 'latin1')] }),
+    ).finish(),
+  },
+  {
     what: 'ShellResponse.exit_status',
     kind: 'extension',
     field: 100,
@@ -106,6 +114,22 @@ const ROWS: Row[] = [
     kind: 'extension',
     field: 100,
     bytes: CommandDetails.encode(CommandDetails.fromPartial({ wantExitStatus: true })).finish(),
+  },
+  {
+    what: 'CommandDetails.command_raw',
+    kind: 'extension',
+    field: 101,
+    bytes: CommandDetails.encode(
+      CommandDetails.fromPartial({ commandRaw: Buffer.from('echo \xff', 'latin1') }),
+    ).finish(),
+  },
+  {
+    what: 'CommandDetails.env_vars_raw',
+    kind: 'extension',
+    field: 102,
+    bytes: CommandDetails.encode(
+      CommandDetails.fromPartial({ envVarsRaw: [Buffer.from('A=\xff', 'latin1')] }),
+    ).finish(),
   },
   {
     what: 'ExecResponse.exit_status',

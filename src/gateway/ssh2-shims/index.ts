@@ -15,3 +15,5 @@ export { fixServerSigAlgs, serverSigAlgsValue } from './serverSigAlgs.js';
 fixServerSigAlgs();
 export { completeSessionClose } from './sessionClose.js';
 export { DisconnectReason, disconnectWithMessage } from './disconnect.js';
+export { registerPqKex } from './kexProviders.js';
+export { envPair, execCommand, signalText, subsystemText } from './rawStrings.js';

@@ -73,3 +73,8 @@ export const protocolConstants = require('ssh2/lib/protocol/constants.js') as {
   MESSAGE: Record<string, number>;
 };
 export const ProtocolClass = require('ssh2/lib/protocol/Protocol.js') as { prototype: object };
+
+/** ssh2's key-exchange module; `registerKexProvider` is added by patches/…013+kex-providers.patch. */
+export const kexModule = require('ssh2/lib/protocol/kex.js') as {
+  registerKexProvider?: (name: string, provider: unknown) => void;
+};

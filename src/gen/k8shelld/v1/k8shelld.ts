@@ -93,6 +93,13 @@ export interface ShellStartRequest {
   showInitScriptStatus: boolean;
   /** PROJECT EXTENSION (§9.3): ask for ShellResponse.exit_status as the last message. */
   wantExitStatus: boolean;
+  /**
+   * PROJECT EXTENSION (raw bytes, docs/clients.md): the exact bytes of every setEnvVars entry
+   * ("NAME=VALUE"), in the same order, sent only when at least one entry is not valid UTF-8 (proto3
+   * strings must be UTF-8, so setEnvVars then carries a lossy U+FFFD decoding for reference daemons).
+   * When present, an agent uses this list instead of setEnvVars.
+   */
+  setEnvVarsRaw: Buffer[];
 }
 
 export interface ShellResponse {
@@ -138,6 +145,14 @@ export interface CommandDetails {
    * PROJECT EXTENSION (§9.4): ask for ExecResponse.exit_status right before exit_code.
    */
   wantExitStatus: boolean;
+  /**
+   * PROJECT EXTENSION (raw bytes, docs/clients.md): the exact bytes of the SSH exec command, sent only
+   * when they are not valid UTF-8; `command` then carries a lossy U+FFFD decoding for reference
+   * daemons. When non-empty, an agent runs these bytes instead of `command`.
+   */
+  commandRaw: Buffer;
+  /** PROJECT EXTENSION (raw bytes): as ShellStartRequest.set_env_vars_raw, for env_vars. */
+  envVarsRaw: Buffer[];
 }
 
 export interface ExecResponse {
@@ -505,6 +520,7 @@ function createBaseShellStartRequest(): ShellStartRequest {
     detachOnClose: false,
     showInitScriptStatus: false,
     wantExitStatus: false,
+    setEnvVarsRaw: [],
   };
 }
 
@@ -542,6 +558,9 @@ export const ShellStartRequest: MessageFns<ShellStartRequest> = {
     }
     if (message.wantExitStatus !== false) {
       writer.uint32(800).bool(message.wantExitStatus);
+    }
+    for (const v of message.setEnvVarsRaw) {
+      writer.uint32(810).bytes(v!);
     }
     return writer;
   },
@@ -647,6 +666,14 @@ export const ShellStartRequest: MessageFns<ShellStartRequest> = {
             message.wantExitStatus = reader.bool();
             continue;
           }
+          case 101: {
+            if (tag !== 810) {
+              break;
+            }
+
+            message.setEnvVarsRaw.push(Buffer.from(reader.bytes()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -675,6 +702,7 @@ export const ShellStartRequest: MessageFns<ShellStartRequest> = {
     message.detachOnClose = object.detachOnClose ?? false;
     message.showInitScriptStatus = object.showInitScriptStatus ?? false;
     message.wantExitStatus = object.wantExitStatus ?? false;
+    message.setEnvVarsRaw = object.setEnvVarsRaw?.map((e) => e) || [];
     return message;
   },
 };
@@ -1096,6 +1124,8 @@ function createBaseCommandDetails(): CommandDetails {
     width: 0,
     height: 0,
     wantExitStatus: false,
+    commandRaw: Buffer.alloc(0),
+    envVarsRaw: [],
   };
 }
 
@@ -1124,6 +1154,12 @@ export const CommandDetails: MessageFns<CommandDetails> = {
     }
     if (message.wantExitStatus !== false) {
       writer.uint32(800).bool(message.wantExitStatus);
+    }
+    if (message.commandRaw.length !== 0) {
+      writer.uint32(810).bytes(message.commandRaw);
+    }
+    for (const v of message.envVarsRaw) {
+      writer.uint32(818).bytes(v!);
     }
     return writer;
   },
@@ -1205,6 +1241,22 @@ export const CommandDetails: MessageFns<CommandDetails> = {
             message.wantExitStatus = reader.bool();
             continue;
           }
+          case 101: {
+            if (tag !== 810) {
+              break;
+            }
+
+            message.commandRaw = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 102: {
+            if (tag !== 818) {
+              break;
+            }
+
+            message.envVarsRaw.push(Buffer.from(reader.bytes()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1230,6 +1282,8 @@ export const CommandDetails: MessageFns<CommandDetails> = {
     message.width = object.width ?? 0;
     message.height = object.height ?? 0;
     message.wantExitStatus = object.wantExitStatus ?? false;
+    message.commandRaw = object.commandRaw ?? Buffer.alloc(0);
+    message.envVarsRaw = object.envVarsRaw?.map((e) => e) || [];
     return message;
   },
 };
