@@ -162,6 +162,12 @@ export const configSchema = z.object({
     audience: str(''),
     /** Allowed callers; empty namespace = own namespace; `*` = wildcard. */
     allowed: objList({ namespace: str(''), serviceAccount: str('') }),
+    /**
+     * Ours: also serve sshproxy.admin.v1.SSHProxyAdminService (list and end live connections) on the
+     * same port, behind the same TLS and authentication. Off by default: enable it with authEnabled or
+     * on a network only operators reach.
+     */
+    adminService: bool(false),
   }),
   nats: section({
     enabled: bool(false),
