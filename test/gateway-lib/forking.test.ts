@@ -134,12 +134,12 @@ class Client {
     );
   }
 
-  async hello(): Promise<{ pid: number; conn: string }> {
+  async hello(): Promise<{ pid: number; conn: string; peer: string }> {
     const l = await this.line(/^hello /);
-    const m = /pid=(\d+) conn=(\S*)/.exec(l);
-    assert.ok(m);
+    const m = /pid=(\d+) conn=(\S*) peer=(\S+)/.exec(l);
+    assert.ok(m, l);
     started.push(Number(m[1]));
-    return { pid: Number(m[1]), conn: m[2] ?? '' };
+    return { pid: Number(m[1]), conn: m[2] ?? '', peer: m[3] ?? '' };
   }
 
   async echo(text: string): Promise<void> {
@@ -188,6 +188,10 @@ describe('forking mode', () => {
     const pids = new Set(hellos.map((h) => h.pid));
     assert.equal(pids.size, 20);
     assert.ok(!pids.has(parent.pid));
+    hellos.forEach((h, i) => {
+      // The inherited fd 3 is the client's connection: the child sees the client as its peer.
+      assert.equal(h.peer, `127.0.0.1:${clients[i]?.socket.localPort}`);
+    });
     for (const h of hellos) {
       const info = procInfo(h.pid);
       assert.equal(info.ppid, parent.pid, 'a child of the parent');
