@@ -36,7 +36,8 @@ describe('prom-text parser (the checker itself must reject bad input)', () => {
     '# TYPE x gauge\nx 1',
   ];
   for (const t of bad) it(`rejects ${JSON.stringify(t)}`, () => assert.throws(() => parsePrometheusText(t)));
-  it('accepts escapes, +Inf and timestamps', () => {
+  it('accepts escapes, +Inf, NaN in prom-client spelling and timestamps', () => {
+    assert.ok(Number.isNaN(sampleValue(parsePrometheusText('# TYPE y gauge\ny Nan\n'), 'y')));
     const f = parsePrometheusText('# HELP x a\\nb\n# TYPE x gauge\nx{a="q\\"\\\\"} +Inf 1700000000000\n');
     assert.equal(f.get('x')?.help, 'a\nb');
     assert.equal(sampleValue(f, 'x', { a: 'q"\\' }), Infinity);
