@@ -147,6 +147,25 @@ export const configSchema = z.object({
     proxyProtocolTrustedCIDRs: strList([], cidr),
     /** Ours: cap on concurrent unauthenticated connections. */
     maxStartups: num(100, { min: 1 }),
+    /** Ours: cap on concurrent unauthenticated connections from one source (IPv4 address or IPv6 /64). */
+    maxStartupsPerSource: num(10, { min: 1 }),
+    /**
+     * Ours: authentication-failure backoff per source and per user (docs/operating.md). Failures beyond
+     * `freeFailures` are answered after a delay that doubles from `baseDelay` up to `maxDelay` (per
+     * user at most `maxUserDelay`); a source with `refuseAfter` failures is refused for `refuseFor`.
+     * Counters are forgotten after `forgetAfter` without failures.
+     */
+    authBackoff: section({
+      freeFailures: num(10, { min: 0 }),
+      baseDelay: seconds(0.25, { min: 0 }),
+      maxDelay: seconds(8, { min: 0 }),
+      maxUserDelay: seconds(2, { min: 0 }),
+      refuseAfter: num(30, { min: 1 }),
+      refuseFor: seconds(600, { min: 0 }),
+      forgetAfter: seconds(1800, { min: 0 }),
+    }),
+    /** Ours: forking mode's cap on child processes (one per connection); beyond it connections are refused. */
+    maxChildren: num(1000, { min: 1 }),
     /** Ours: seconds open connections may take to finish after SIGTERM before they are disconnected. */
     drainTimeout: seconds(30, { min: 0 }),
     /** Ours: concurrent session channels per connection (sshd's MaxSessions). */
@@ -173,6 +192,12 @@ export const configSchema = z.object({
     audience: str(''),
     /** Allowed callers; empty namespace = own namespace; `*` = wildcard. */
     allowed: objList({ namespace: str(''), serviceAccount: str('') }),
+    /**
+     * Ours: also serve sshproxy.admin.v1.SSHProxyAdminService (list and end live connections) on the
+     * same port, behind the same TLS and authentication. Off by default: enable it with authEnabled or
+     * on a network only operators reach.
+     */
+    adminService: bool(false),
   }),
   nats: section({
     enabled: bool(false),
