@@ -2,7 +2,6 @@
 // returns false when the caller should wait for `drained()` (the gRPC handler pauses its stream).
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
-import { once } from 'node:events';
 import { createGzip, type Gzip } from 'node:zlib';
 
 export class OutFile {
@@ -39,10 +38,20 @@ export class OutFile {
   }
 
   /** Resolves when the writer can take more (or failed: the error is then in `error`). */
-  async drained(): Promise<void> {
+  drained(): Promise<void> {
     const w = this.gz ?? this.file;
-    if (!w.writableNeedDrain || this.failed) return;
-    await Promise.race([once(w, 'drain'), once(this.file, 'close'), once(w, 'error')]).catch(() => undefined);
+    if (!w.writableNeedDrain || this.failed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        w.off('drain', done);
+        w.off('error', done);
+        this.file.off('close', done);
+        resolve();
+      };
+      w.on('drain', done);
+      w.on('error', done);
+      this.file.on('close', done);
+    });
   }
 
   /** Flushes and closes; never rejects (a failure is in `error`). */
