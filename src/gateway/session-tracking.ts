@@ -37,6 +37,8 @@ export interface SessionTrackingOptions {
 export interface SessionTracker extends ConnectionObserver {
   /** Connections being reported now. */
   tracked(): number;
+  /** Upsert calls in flight (a heartbeat is skipped while its connection's call still runs). */
+  inflight(): number;
 }
 
 interface Tracked {
@@ -130,5 +132,6 @@ export function createSessionTracker(o: SessionTrackingOptions): SessionTracker 
     },
 
     tracked: () => live.size,
+    inflight: () => [...live.values()].filter((t) => t.inflight).length,
   };
 }

@@ -80,6 +80,8 @@ export interface CaptureServer {
   /** Fail the next streams after this many frames (mid-stream break), or reject unary calls. */
   breakAfterFrames: number | undefined;
   failUnary: boolean;
+  /** Unary calls refused because of failUnary. */
+  refused: number;
   close(): Promise<void>;
 }
 
@@ -94,6 +96,7 @@ export async function startCaptureServer(): Promise<CaptureServer> {
     events: [],
     breakAfterFrames: undefined,
     failUnary: false,
+    refused: 0,
     close: async () => undefined,
   };
   const stream =
@@ -131,7 +134,10 @@ export async function startCaptureServer(): Promise<CaptureServer> {
   const unaryOf =
     <Req, Res>(f: (r: Req) => Res) =>
     (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>): void => {
-      if (cap.failUnary) return cb(grpcError(status.UNAVAILABLE, 'capture server refuses'));
+      if (cap.failUnary) {
+        cap.refused++;
+        return cb(grpcError(status.UNAVAILABLE, 'capture server refuses'));
+      }
       cb(null, f(call.request));
     };
   const recording: RecordingServiceServer = {
