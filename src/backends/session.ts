@@ -78,6 +78,14 @@ export interface SessionClientOptions {
   timeoutMs?: number;
 }
 
+/** The gateway's session client from `session.*`; undefined without an address (nothing is reported). */
+export function sessionClientFromConfig(cfg: {
+  session: BackendConfig & { timeout: number };
+}): SessionBackend | undefined {
+  if (!cfg.session.address) return undefined;
+  return createSessionClient(cfg.session, { timeoutMs: cfg.session.timeout * 1000 });
+}
+
 type AnyCall =
   | ClientWritableStream<ShellRecordingFrame>
   | ClientWritableStream<ExecRecordingFrame>

@@ -104,6 +104,27 @@ export function recordersFromConfig(
   });
 }
 
+/**
+ * A start-up warning when the static flags ask for recordings but no session service is configured:
+ * every such channel will then fail with NO_SESSION_CLIENT (the reference's behaviour, §15.5).
+ */
+export function recordingConfigWarning(cfg: Config): string | undefined {
+  if (cfg.session.address !== '') return undefined;
+  const r = cfg.server.recording;
+  const on = (
+    [
+      ['recordShell', r.recordShell],
+      ['recordExec', r.recordExec],
+      ['recordSFTP', r.recordSFTP],
+      ['recordDirectTCPIP', r.recordDirectTCPIP],
+    ] as const
+  )
+    .filter(([, v]) => v)
+    .map(([k]) => `server.recording.${k}`);
+  if (on.length === 0) return undefined;
+  return `${on.join(', ')} set but session.address is empty: those channels will fail with "${NO_SESSION_CLIENT}"`;
+}
+
 interface ConnectionRecordings {
   readonly channels: Set<ChannelRecording>;
   /** At least one stream was opened toward the service (then EndRecordingSession is due, §23.h). */

@@ -14,6 +14,7 @@ import {
   NO_SESSION_CLIENT,
   RECORDING_BROKEN,
   RECORDING_UNAVAILABLE,
+  recordingConfigWarning,
   type RecordersOptions,
 } from '../../src/gateway/recorder.js';
 import { RecordingRefused, type ChannelTap } from '../../src/gateway/tap.js';
@@ -467,6 +468,17 @@ describe('recorder without a reachable session service', () => {
     await assert.rejects(
       withClient.open(context('exec', { channelId: '' })),
       (e: unknown) => e instanceof RecordingRefused && e.userMessage === NO_RECORDING_IDS,
+    );
+  });
+
+  test('start-up warning: static recording without a session service', () => {
+    const cfg = (recording: Record<string, unknown>, address: string) =>
+      applyDefaults(decodeConfig({ server: { port: 1, recording }, session: { address } }));
+    assert.equal(recordingConfigWarning(cfg({ recordShell: true }, 'x:1')), undefined);
+    assert.equal(recordingConfigWarning(cfg({}, '')), undefined);
+    assert.match(
+      recordingConfigWarning(cfg({ recordShell: true, recordDirectTCPIP: true }, '')) ?? '',
+      /server\.recording\.recordShell, server\.recording\.recordDirectTCPIP set but session\.address is empty/,
     );
   });
 });
