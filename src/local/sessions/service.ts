@@ -65,6 +65,8 @@ export interface LocalSessionService {
 
 /** Concurrent recording streams accepted (a bound on open files). */
 const MAX_STREAMS = 1024;
+/** Shared pcapng entries kept for connections that have not called EndRecordingSession. */
+const MAX_IDLE_PCAPS = 4096;
 
 type AnyFrame = ShellRecordingFrame | ExecRecordingFrame | TcpipRecordingFrame | SftpRecordingFrame;
 
@@ -188,6 +190,14 @@ export async function startLocalSessionService(o: LocalSessionServiceOptions): P
     await s.closing;
     s.closing = undefined;
     if (s.connectionEnded && s.refs === 0) pcaps.delete(s.key);
+    // A gateway that never calls EndRecordingSession (the reference) must not grow the map forever:
+    // beyond the bound, idle entries go (a later stream to them starts a new conversation set).
+    if (pcaps.size > MAX_IDLE_PCAPS) {
+      for (const [k, e] of pcaps) {
+        if (pcaps.size <= MAX_IDLE_PCAPS) break;
+        if (e.refs === 0 && !e.closing) pcaps.delete(k);
+      }
+    }
   }
 
   function newRecording(
