@@ -15,6 +15,7 @@ import type {
 } from '../backends/session.js';
 import { Direction, type DataChunk, type RecordingOptions } from '../gen/session/v1/session.js';
 import { decideRecording, type RecordingDecisionConfig } from './recording-decision.js';
+import type { ConnectionObserver } from './registry.js';
 import {
   RecordingRefused,
   type ChannelTap,
@@ -123,6 +124,14 @@ export function recordingConfigWarning(cfg: Config): string | undefined {
     .map(([k]) => `server.recording.${k}`);
   if (on.length === 0) return undefined;
   return `${on.join(', ')} set but session.address is empty: those channels will fail with "${NO_SESSION_CLIENT}"`;
+}
+
+/**
+ * The Recorders' connection hook as a registry observer: when a connection closes, its remaining
+ * recordings are finished and EndRecordingSession is called once if it recorded anything (§23.h).
+ */
+export function recordersObserver(r: Recorders): ConnectionObserver {
+  return { closed: (c) => r.connectionClosed(c.id) };
 }
 
 interface ConnectionRecordings {

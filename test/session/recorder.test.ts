@@ -15,9 +15,11 @@ import {
   RECORDING_BROKEN,
   RECORDING_UNAVAILABLE,
   recordingConfigWarning,
+  recordersObserver,
   type RecordersOptions,
 } from '../../src/gateway/recorder.js';
 import { RecordingRefused, type ChannelTap } from '../../src/gateway/tap.js';
+import { ConnectionRegistry, type LiveConnectionInfo } from '../../src/gateway/registry.js';
 import { Direction, RecordingFormat } from '../../src/gen/session/v1/session.js';
 import { decodeConfig, applyDefaults } from '../../src/config/validate.js';
 import { waitFor } from '../helpers/wait.js';
@@ -332,6 +334,18 @@ describe('recorder against a capturing session.v1 server', () => {
       ['stream-end', 'stream-end', 'end-recording-session'],
     );
     assert.ok(mine[0] && mine[0].endTime > 0);
+
+    // Through the registry: the observer adapter calls connectionClosed.
+    const viaRegistry = recorders();
+    const d = context('exec');
+    const td = (await viaRegistry.open(d)) as ChannelTap;
+    td.data('out', Buffer.from('z'));
+    const registry = new ConnectionRegistry();
+    registry.observe(recordersObserver(viaRegistry));
+    const info = { id: d.connectionId } as LiveConnectionInfo;
+    registry.add(info);
+    await registry.closed(info);
+    assert.equal(cap.endRecordingSessions.filter((r) => r.connectionId === d.connectionId).length, 1);
 
     // A connection whose channels were not recorded never calls it.
     const none = recorders({ decision: decisionConfig() });
