@@ -15,18 +15,28 @@ export interface RunningGateway {
   stop(): Promise<void>;
 }
 
-export async function startGateway(env: BenchEnv, tsxAgent: boolean): Promise<RunningGateway> {
+export interface GatewayVariant {
+  /** Record exec and -L channels into a local session service (stack-process --record). */
+  record?: boolean;
+}
+
+export async function startGateway(
+  env: BenchEnv,
+  tsxAgent: boolean,
+  variant: GatewayVariant = {},
+): Promise<RunningGateway> {
   if (!tsxAgent && !existsSync(join(REPO, 'dist/cli/agent.js')))
     throw new Error('dist/cli/agent.js is missing: run "npm run build" first (npm run bench does)');
-  const dataDir = join(env.dir, 'gateway-data');
-  const home = join(env.dir, 'gateway-home');
+  const name = variant.record ? 'gateway-recorded' : 'gateway';
+  const dataDir = join(env.dir, `${name}-data`);
+  const home = join(env.dir, `${name}-home`);
   mkdirSync(join(home, '.ssh'), { recursive: true });
   mkdirSync(dataDir, { recursive: true });
   writeFileSync(
     join(dataDir, 'users.yaml'),
     `users:\n  - name: ${env.user}\n    authorizedKeys: [${JSON.stringify(env.publicKey)}]\n`,
   );
-  const logFile = join(env.dir, 'gateway.log');
+  const logFile = join(env.dir, `${name}.log`);
   // BENCH_PROFILE=DIR: V8 CPU profiles of the gateway and agent processes land in DIR.
   const prof = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const args = [
@@ -41,6 +51,7 @@ export async function startGateway(env: BenchEnv, tsxAgent: boolean): Promise<Ru
   ];
   args.push('--log', logFile);
   if (tsxAgent) args.push('--tsx-agent');
+  if (variant.record) args.push('--record');
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {

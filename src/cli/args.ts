@@ -6,6 +6,8 @@ import { COMMIT, DESCRIPTION, VERSION } from '../ops/version.js';
 
 export type ParsedArgs =
   | { kind: 'run'; configPath: string; logtext: boolean; child: boolean }
+  /** Ours: `ssh-proxy recordings …` reads the local session store (src/cli/recordings.ts). */
+  | { kind: 'recordings'; argv: string[] }
   | { kind: 'exit'; code: number; stdout?: string; stderr?: string };
 
 export const USAGE = `Usage: ssh-proxy [flags]
@@ -17,6 +19,9 @@ Flags (-flag and --flag are equivalent; values as "--config path" or "--config=p
   --logtext        human-readable console logs instead of JSON
   -v               print the version and exit
   -h               print this help and exit
+
+Commands:
+  recordings list|play|export   recordings of the local stack (ssh-proxy recordings -h)
 `;
 
 const BOOL_FLAGS = new Set(['logtext', 'v', 'child']);
@@ -36,6 +41,8 @@ function parseBool(s: string): boolean | undefined {
 
 /** Parses the arguments after the script name (`process.argv.slice(2)`). */
 export function parseArgs(argv: readonly string[]): ParsedArgs {
+  // A subcommand only as the first word, so every reference flag keeps its meaning.
+  if (argv[0] === 'recordings') return { kind: 'recordings', argv: argv.slice(1) };
   let configPath = DEFAULT_CONFIG_PATH;
   const bools: Record<string, boolean> = { logtext: false, v: false, child: false };
 

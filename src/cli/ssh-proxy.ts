@@ -7,6 +7,11 @@ import { errText, getLogger, initLogging } from '../ops/log.js';
 
 async function main(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv);
+  if (args.kind === 'recordings') {
+    const { runRecordingsCli } = await import('./recordings.js');
+    process.exitCode = await runRecordingsCli(args.argv, { stdout: process.stdout, stderr: process.stderr });
+    return;
+  }
   if (args.kind === 'exit') {
     if (args.stdout) process.stdout.write(args.stdout);
     if (args.stderr) process.stderr.write(args.stderr);

@@ -130,6 +130,18 @@ export const configSchema = z.object({
       exec: section(streamShape),
       sftp: section(streamShape),
       directTCPIP: section(streamShape),
+      /**
+       * Ours: what happens when a recording stream cannot be opened or breaks. `open` (the reference):
+       * log and let the channel run unrecorded. `closed`: refuse the channel (and end a running one).
+       */
+      failPolicy: z.preprocess(
+        unset,
+        z
+          .enum(['open', 'closed'], {
+            error: (iss) => `expected "open" or "closed", got ${show(iss.input)}`,
+          })
+          .default('open'),
+      ),
     }),
     /** Ours: listen address; "" = all interfaces (the reference binds `:<port>`). */
     bindAddress: str(''),
@@ -216,7 +228,13 @@ export const configSchema = z.object({
     /** Ours: seconds a provision/start stream may take (the reference's fixed 120 s). */
     timeout: seconds(120, { min: 0.001 }),
   }),
-  session: section(clientShape),
+  session: section({
+    ...clientShape,
+    /** Ours: seconds between UpsertSession heartbeats of a connection (the reference's fixed 10 s). */
+    heartbeatInterval: seconds(10, { min: 0.1 }),
+    /** Ours: deadline in seconds of each unary session-service call (Upsert/End*). */
+    timeout: seconds(10, { min: 0.1 }),
+  }),
   authz: section({
     ...clientShape,
     /** Ours: seconds one Evaluate may take; beyond it the action is denied. */

@@ -34,6 +34,12 @@ export interface RecordingContext {
    * when none was found (then the static server.recording.* flags decide; reference-behaviour §15.1).
    */
   obligation: string | undefined;
+  /**
+   * Called at most once, after `open` returned a tap, when the recording breaks and the fail policy
+   * is `closed`: the dispatcher ends the running channel with `e.userMessage` (the tap is then inert;
+   * still call its `close()`). Never called under the `open` policy.
+   */
+  onFailure?: (e: RecordingRefused) => void;
 }
 
 /** Thrown by `Recorders.open` when the recording cannot start and the fail policy is `closed`. */
