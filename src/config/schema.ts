@@ -129,6 +129,11 @@ export const configSchema = z.object({
     maxStartups: num(100, { min: 1 }),
     /** Ours: seconds open connections may take to finish after SIGTERM before they are disconnected. */
     drainTimeout: seconds(30, { min: 0 }),
+    /**
+     * Ours: seconds a keyboard-interactive onboarding (device flow) may wait for the person's approval,
+     * never beyond the code's expires_in; the login grace time does not run while its prompt is shown.
+     */
+    onboardingTimeout: seconds(600, { min: 1 }),
   }),
   grpc: section({
     /** Control gRPC server port; 0 = disabled. */
@@ -162,7 +167,11 @@ export const configSchema = z.object({
     timeout: seconds(120, { min: 0.001 }),
   }),
   session: section(clientShape),
-  authz: section(clientShape),
+  authz: section({
+    ...clientShape,
+    /** Ours: seconds per Evaluate call; a slower answer is a deny (fail closed). */
+    timeout: seconds(5, { min: 0.001 }),
+  }),
   k8shelld: section({
     ...clientShape,
     /** Ours: configurable; default is the reference's fixed daemon CA path. */

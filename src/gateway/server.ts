@@ -32,6 +32,8 @@ export interface GatewayOptions {
   hostKeys: Buffer[];
   handshakeTimeoutMs: number;
   maxAuthTries: number;
+  /** Ours (server.onboardingTimeout): longest keyboard-interactive onboarding wait; default 600 s. */
+  onboardingTimeoutMs?: number;
   keepaliveIntervalMs: number;
   keepaliveCountMax: number;
   ciphers: string[];
@@ -89,14 +91,22 @@ export async function createGateway(
       installUnknownChannelTypeMessage(client);
 
       const peer = `${info.ip}:${info.port}`;
-      const auth = new Authenticator(backends.identity, { maxAuthTries: opts.maxAuthTries }, clog, () =>
-        client.end(),
+      // [policy] Authenticator hooks: attempt limit, and the login grace timer paused while an
+      // onboarding prompt waits for the user (§23.g). The dispatcher adds `evaluate` (user:auth).
+      const auth = new Authenticator(
+        backends.identity,
+        { maxAuthTries: opts.maxAuthTries, onboardingTimeoutMs: opts.onboardingTimeoutMs },
+        clog,
+        {
+          disconnect: () => client.end(),
+          onPromptPending: (pending) => graces.get(peer)?.[pending ? 'pause' : 'resume'](),
+        },
       );
       client.on('authentication', (ctx) => auth.handle(ctx));
 
       let conn: GatewayConnection | undefined;
       client.once('ready', () => {
-        graces.get(peer)?.();
+        graces.get(peer)?.cancel();
         const who = auth.result;
         if (!who) {
           clog.error('authenticated without a resolved user; closing');
@@ -121,6 +131,7 @@ export async function createGateway(
       });
       client.once('close', () => {
         live.delete(client);
+        auth.close(); // [policy] stops a running onboarding watch
         if (conn) {
           conn.close();
           conn.log.info(
@@ -137,18 +148,34 @@ export async function createGateway(
   // ssh2 has no server-side login timeout, and only reports a connection once the client's version
   // line arrived, so the grace timer is armed here, per socket: key exchange and authentication must
   // finish in time or the socket is destroyed (a silent client included).
-  const graces = new Map<string, () => void>();
+  // [policy] The timer can be paused (onboarding prompt outstanding) and resumed with the time left.
+  const graces = new Map<string, { cancel(): void; pause(): void; resume(): void }>();
   const onSocket = (socket: net.Socket) => {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const timer = setTimeout(() => {
+    let left = opts.handshakeTimeoutMs;
+    let started = Date.now();
+    const expire = () => {
       log.warn({ client: peer }, `SSH handshake timed out for connection from ${peer}`);
       socket.destroy();
-    }, opts.handshakeTimeoutMs);
+    };
+    let timer: NodeJS.Timeout | undefined = setTimeout(expire, left);
     const cancel = () => {
       clearTimeout(timer);
+      timer = undefined;
       graces.delete(peer);
     };
-    graces.set(peer, cancel);
+    const pause = () => {
+      if (!timer) return;
+      clearTimeout(timer);
+      timer = undefined;
+      left = Math.max(0, left - (Date.now() - started));
+    };
+    const resume = () => {
+      if (timer || !graces.has(peer)) return;
+      started = Date.now();
+      timer = setTimeout(expire, left);
+    };
+    graces.set(peer, { cancel, pause, resume });
     socket.once('close', cancel);
     server.injectSocket(socket);
   };
@@ -196,6 +223,7 @@ export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
     hostKeys: loadHostKeys(s.serverKey).keys,
     handshakeTimeoutMs: (s.SSHHandshakeTimeout || 30) * 1000,
     maxAuthTries: s.maxAuthTries,
+    onboardingTimeoutMs: s.onboardingTimeout * 1000,
     keepaliveIntervalMs: s.keepaliveInterval * 1000,
     keepaliveCountMax: s.keepaliveCountMax,
     ciphers: s.ciphers,

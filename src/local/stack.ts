@@ -12,6 +12,7 @@ import { generateHostKey } from '../gateway/hostkeys.js';
 import { createGateway, gatewayOptionsFromConfig, type RunningGateway } from '../gateway/server.js';
 import { startLocalIdentity, type LocalIdentity } from './identity.js';
 import { startLocalProvisioner, type LocalProvisioner } from './provisioner.js';
+import { startLocalWeb, type LocalWeb } from './web/server.js';
 
 const REPO = resolve(new URL('../..', import.meta.url).pathname);
 
@@ -29,6 +30,10 @@ export interface LocalStackOptions {
   /** Extra config overrides, applied after loading (tests use it for sftpBinary etc.). */
   override?: (cfg: Awaited<ReturnType<typeof loadConfig>>['config']) => void;
   logger?: Logger;
+  /** host:port of the local web pages (onboarding approval); default 127.0.0.1:0. */
+  webListen?: string;
+  /** Validity of onboarding codes in seconds (default 600). */
+  onboardingExpiresInS?: number;
 }
 
 export interface LocalStack {
@@ -36,6 +41,10 @@ export interface LocalStack {
   /** Replaceable, so tests can take identity down and bring it back on the same address. */
   identity: LocalIdentity;
   provisioner: LocalProvisioner;
+  /** The local web server (onboarding approval page). */
+  web: LocalWeb;
+  /** Where a person approves a new user's onboarding. */
+  approvalUrl: string;
   /** A client key the stack created because the OS user had none, else undefined. */
   clientKey: string | undefined;
   sshCommand: string;
@@ -53,7 +62,21 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   const home = opts.homeDir ?? homedir();
   const clientKey = ensureClientKey(dataDir, home, log);
 
-  const identity = await startLocalIdentity({ dataDir, homeDir: home, logger: getLogger('identity') });
+  const [webHost, webPort] = splitHostPort(opts.webListen ?? '127.0.0.1:0');
+  const web = await startLocalWeb({ host: webHost, port: webPort }, getLogger('local-web'));
+  let identity: LocalIdentity;
+  try {
+    // Unknown users may onboard: the approval page is on `web` (docs/policy.md).
+    identity = await startLocalIdentity({
+      dataDir,
+      homeDir: home,
+      logger: getLogger('identity'),
+      onboarding: { web, expiresInS: opts.onboardingExpiresInS },
+    });
+  } catch (e) {
+    await web.close();
+    throw e;
+  }
   let provisioner: LocalProvisioner | undefined;
   try {
     provisioner = await startLocalProvisioner({
@@ -88,6 +111,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       gateway,
       identity,
       provisioner,
+      web,
+      approvalUrl: identity.approvalUrl ?? `${web.url}/onboard`,
       clientKey,
       sshCommand,
       async stop() {
@@ -96,12 +121,14 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
         provClient.close();
         await stack.provisioner.close();
         await stack.identity.close();
+        await web.close();
       },
     };
     return stack;
   } catch (e) {
     await provisioner?.close();
     await identity.close();
+    await web.close();
     throw e;
   }
 }
