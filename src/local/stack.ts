@@ -11,6 +11,7 @@ import { createProvisionerClient } from '../backends/provisioner.js';
 import { generateHostKey } from '../gateway/hostkeys.js';
 import { createGateway, gatewayOptionsFromConfig, type RunningGateway } from '../gateway/server.js';
 import { startLocalIdentity, type LocalIdentity } from './identity.js';
+import { startLocalPolicy, type LocalPolicy } from './policy.js';
 import { startLocalProvisioner, type LocalProvisioner } from './provisioner.js';
 import { startLocalWeb, type LocalWeb } from './web/server.js';
 
@@ -41,6 +42,8 @@ export interface LocalStack {
   /** Replaceable, so tests can take identity down and bring it back on the same address. */
   identity: LocalIdentity;
   provisioner: LocalProvisioner;
+  /** The local authz service (rules in <data-dir>/policy.yaml). */
+  policy: LocalPolicy;
   /** The local web server (onboarding approval page). */
   web: LocalWeb;
   /** Where a person approves a new user's onboarding. */
@@ -78,6 +81,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     throw e;
   }
   let provisioner: LocalProvisioner | undefined;
+  let policy: LocalPolicy | undefined;
   try {
     provisioner = await startLocalProvisioner({
       dataDir,
@@ -85,6 +89,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       idleTimeoutMs: opts.idleTimeoutMs,
       logger: getLogger('provisioner'),
     });
+    policy = await startLocalPolicy({ dataDir, logger: getLogger('policy') });
     const [host, port] = splitHostPort(opts.listen);
     const { config, warnings } = await loadConfig(opts.configPath ?? join(REPO, 'config/local.yaml'), {
       ...process.env,
@@ -94,6 +99,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       LOCAL_DATA_DIR: dataDir,
       LOCAL_IDENTITY_ADDR: identity.address,
       LOCAL_PROVISIONER_ADDR: provisioner.address,
+      LOCAL_AUTHZ_ADDR: policy.address,
     });
     for (const w of warnings) log.warn(w);
     opts.override?.(config);
@@ -111,6 +117,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       gateway,
       identity,
       provisioner,
+      policy,
       web,
       approvalUrl: identity.approvalUrl ?? `${web.url}/onboard`,
       clientKey,
@@ -121,12 +128,14 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
         provClient.close();
         await stack.provisioner.close();
         await stack.identity.close();
+        await policy?.close();
         await web.close();
       },
     };
     return stack;
   } catch (e) {
     await provisioner?.close();
+    await policy?.close();
     await identity.close();
     await web.close();
     throw e;
