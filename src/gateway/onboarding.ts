@@ -78,7 +78,7 @@ export class DeviceFlowWatch {
 
   /** Seconds the prompt may honestly promise: the code's validity, bounded by our own deadline. */
   validForS(): number {
-    return Math.max(0, Math.floor((this.deadline - this.now()) / 1000));
+    return Math.max(0, Math.ceil((this.deadline - this.now()) / 1000));
   }
 
   /** Called once when the outcome leaves `pending`. */
