@@ -6,9 +6,12 @@
 // signed), and the signature verified here. Identity or authz unreachable means no methods:
 // authentication fails closed, with a log line.
 //
-// Unknown users whom identity lets onboard get keyboard-interactive only: a device flow (§8.6) watched
-// in the background (§23.g, onboarding.ts), re-prompting with the same code while it is valid; on
-// success the client continues with the user's now-permitted methods (partial success).
+// Unknown users whom identity lets onboard are steered to keyboard-interactive: a device flow (§8.6)
+// watched in the background (§23.g, onboarding.ts), re-prompting with the same code while it is
+// valid; on success the client continues with the user's now-permitted methods (partial success).
+// Unlike the reference, the method list for them also names publickey, so that clients offer their key
+// first: identity learns it (a hint) and the approval page can propose it; the key attempt itself is
+// answered with a partial success pointing to keyboard-interactive, as in the reference.
 //
 // Attempt accounting (MaxAuthTries, node-notes §3 traps 2–5): every rejected request counts except
 // `none`; a partial success that records real progress (onboarding finished) does not count; a partial
@@ -280,7 +283,9 @@ export class Authenticator {
     const ended = this.onboarding && this.onboarding.outcome.kind !== 'pending' ? this.onboarding : undefined;
     switch (ctx.method) {
       case 'none':
-        return ctx.reject(KBD);
+        // publickey too, so the client offers its key (passed on to identity as a hint, then steered
+        // to keyboard-interactive): the approval page can propose exactly that key.
+        return ctx.reject(ended ? KBD : ['publickey', ...KBD]);
       case 'keyboard-interactive':
         // One device flow per connection: once it failed, this connection cannot onboard.
         if (ended) return this.reject(ctx, KBD);
@@ -335,8 +340,13 @@ export class Authenticator {
         this.log,
       );
       this.onboarding = watch;
-      // Past the deadline the login grace time runs again, even with the prompt unanswered.
-      watch.onEnd(() => this.setPromptPending(false));
+      watch.onEnd((o) => {
+        // Past the deadline the login grace time runs again, even with the prompt unanswered.
+        this.setPromptPending(false);
+        if (o.kind === 'done') this.log.info({ user: username }, 'onboarding approved');
+        else if (o.kind !== 'pending')
+          this.log.info({ user: username, outcome: o.kind, err: o.why }, 'onboarding failed');
+      });
       this.log.info(
         { user: username, provider, expiresIn: flow.expiresIn, validFor: watch.validForS() },
         'onboarding started',
@@ -377,22 +387,20 @@ export class Authenticator {
     o: FlowOutcome,
   ): Promise<void> {
     if (this.closer.signal.aborted) return;
-    const username = watch.username;
     switch (o.kind) {
       case 'pending':
         // Not approved yet: the same code again while it is valid.
         return this.ask(ctx, userstr, watch);
       case 'done': {
         this.lookup = Promise.resolve({ kind: 'found', user: o.user });
-        this.log.info({ user: username }, 'onboarding complete');
         const m = await this.methodsFor(o.user, userstr);
         if (!m.offered.length) return this.reject(ctx, []);
         return this.partial(ctx, m.offered);
       }
       default: {
+        // Logged when the watch ended ('onboarding failed'); the failure info goes with the attempt.
         const what = o.kind === 'denied' ? 'was denied' : o.kind === 'expired' ? 'code expired' : 'timed out';
         this.failureInfo.push(`Onboarding ${what}: ${o.why}`);
-        this.log.info({ user: username, outcome: o.kind, err: o.why }, 'onboarding failed');
         return this.reject(ctx, KBD);
       }
     }

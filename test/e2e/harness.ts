@@ -27,6 +27,8 @@ export interface E2EOptions {
   idleTimeoutMs?: number;
   /** server.maxDirectTCPIPConnections of the gateway (default: config/local.yaml's). */
   maxDirectTcpip?: number;
+  /** Validity of onboarding codes issued by the local identity (default 600 s). */
+  onboardingExpiresInS?: number;
 }
 
 function keygen(path: string): string {
@@ -60,6 +62,7 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     homeDir: home,
     agentCommand: AGENT_COMMAND,
     idleTimeoutMs: opts.idleTimeoutMs,
+    onboardingExpiresInS: opts.onboardingExpiresInS,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       if (opts.maxDirectTcpip !== undefined) cfg.server.maxDirectTCPIPConnections = opts.maxDirectTcpip;
@@ -188,5 +191,6 @@ export async function identityUp(e: E2E, address: string): Promise<void> {
     dataDir: e.dir.join('data'),
     homeDir: e.dir.join('home'),
     listen: address,
+    onboarding: { web: e.stack.web },
   });
 }

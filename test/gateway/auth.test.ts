@@ -223,7 +223,7 @@ describe('authentication (Authenticator)', { timeout: 180_000 }, () => {
     assert.deepEqual(parseAuthMethods('{"publickey":true}'), []);
   });
 
-  test('onboarding: keyboard-interactive only, the reference prompt, same code again, then the key', async () => {
+  test('onboarding: steered to keyboard-interactive, the reference prompt, same code again, then the key', async () => {
     const k = keys.newbie;
     assert.ok(k);
     const prompts: PromptSeen[] = [];
@@ -248,7 +248,8 @@ describe('authentication (Authenticator)', { timeout: 180_000 }, () => {
     assert.ok(approved);
     assert.deepEqual(c.trace, [
       { left: null, partial: null },
-      { left: ['keyboard-interactive'], partial: false },
+      // publickey is listed so that clients offer their key (one-click approval of it).
+      { left: ['publickey', 'keyboard-interactive'], partial: false },
       { left: ['keyboard-interactive'], partial: true },
       // Onboarded: the user's methods (no password for a key-only user).
       { left: ['publickey'], partial: true },
