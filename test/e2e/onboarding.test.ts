@@ -61,16 +61,22 @@ async function enterCode(page: Page, url: string, code: string): Promise<void> {
   await page.getByRole('button', { name: 'Continue' }).click();
 }
 
+// One browser for the whole file (launching Chromium is the slow part).
+let browser: Browser;
+before(async () => {
+  browser = await launchChromium();
+});
+after(async () => {
+  await browser?.close();
+});
+
 describe('onboarding end to end (OpenSSH, local stack, Chromium)', { timeout: 240_000 }, () => {
   let e: E2E;
-  let browser: Browser;
 
   before(async () => {
     e = await startE2E();
-    browser = await launchChromium();
   });
   after(async () => {
-    await browser?.close();
     await e?.stop();
   });
 
@@ -138,14 +144,11 @@ describe('onboarding end to end (OpenSSH, local stack, Chromium)', { timeout: 24
 
 describe('onboarding end to end: an expired code', { timeout: 240_000 }, () => {
   let e: E2E;
-  let browser: Browser;
 
   before(async () => {
     e = await startE2E({ onboardingExpiresInS: 3 });
-    browser = await launchChromium();
   });
   after(async () => {
-    await browser?.close();
     await e?.stop();
   });
 

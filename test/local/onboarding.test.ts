@@ -88,6 +88,15 @@ function post(url: string, fields: Record<string, string>, headers: Record<strin
   });
 }
 
+// One browser for the whole file (launching Chromium is the slow part).
+let browser: Browser;
+before(async () => {
+  browser = await launchChromium();
+});
+after(async () => {
+  await browser?.close();
+});
+
 describe('local identity onboarding (device flow)', { timeout: 120_000 }, () => {
   const tmp = tempDirFor(after, 'spx-onboard-');
   const dataDir = tmp.join('data');
@@ -96,7 +105,6 @@ describe('local identity onboarding (device flow)', { timeout: 120_000 }, () => 
   let id: ReturnType<typeof api>;
   let newKey: KeyPair;
   let otherKey: KeyPair;
-  let browser: Browser;
   let page: Page;
 
   before(async () => {
@@ -110,11 +118,9 @@ describe('local identity onboarding (device flow)', { timeout: 120_000 }, () => 
     );
     r = await rig(dataDir, home);
     id = api(r.client);
-    browser = await launchChromium();
     page = await browser.newPage();
   });
   after(async () => {
-    await browser?.close();
     await r?.close();
   });
 
@@ -266,14 +272,11 @@ describe('local identity onboarding (device flow)', { timeout: 120_000 }, () => 
 describe('local identity onboarding: expired codes', { timeout: 120_000 }, () => {
   const tmp = tempDirFor(after, 'spx-onboard-exp-');
   let r: Rig;
-  let browser: Browser;
 
   before(async () => {
     r = await rig(tmp.join('data'), tmp.join('home'), 1);
-    browser = await launchChromium();
   });
   after(async () => {
-    await browser?.close();
     await r?.close();
   });
 
