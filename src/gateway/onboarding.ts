@@ -3,6 +3,7 @@
 // outcome is known the moment the user presses Enter. The watch ends at the first of: the user exists
 // (then CompleteUserDeviceFlow is called once more; its error is only logged), the identity reports a
 // denial, or the deadline = min(onboarding timeout, the code's expires_in) passes.
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
 import type { IdentityBackend, OnboardUserDeviceFlow, User } from '../backends/identity.js';
@@ -88,12 +89,20 @@ export class DeviceFlowWatch {
   }
 
   /**
-   * Polls now (sharing a poll in flight) unless one finished less than `minGapMs` ago, so a user
-   * pressing Enter gets the freshest answer without letting a fast client hammer the identity service.
+   * A fresh answer for a user who pressed Enter: waits for a poll in flight (it may have started before
+   * the approval), then polls again, but never sooner than `minGapMs` after the previous poll, so a
+   * client answering in a loop cannot hammer the identity service.
    */
   async refresh(minGapMs = 1000): Promise<FlowOutcome> {
-    if (this.outcome.kind === 'pending' && (this.polling || this.now() - this.lastPoll >= minGapMs))
+    try {
+      if (this.polling) await this.polling;
+      if (this.outcome.kind !== 'pending') return this.outcome;
+      const wait = this.lastPoll + minGapMs - this.now();
+      if (wait > 0) await delay(wait, undefined, { signal: this.stopper.signal });
       await this.poll();
+    } catch {
+      // Stopped (connection closed or outcome reached): the outcome stands.
+    }
     return this.outcome;
   }
 
