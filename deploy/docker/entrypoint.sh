@@ -45,6 +45,11 @@ while :; do
   # Sleep in the background so a signal during the back-off is handled at once.
   sleep "$delay" &
   child=$!
+  # A signal that came before $child was set found nothing to kill: stop the sleep ourselves.
+  if [ "$stopping" = 1 ]; then
+    kill "$child" 2>/dev/null
+    exit "$status"
+  fi
   wait "$child"
   child=""
   if [ "$stopping" = 1 ]; then exit "$status"; fi

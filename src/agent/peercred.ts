@@ -41,15 +41,22 @@ function fdOf(sock: Socket): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-/** Connections that arrive together share one `ss` run per socket path. */
+/**
+ * Connections accepted together share one `ss` run per socket path: requests made before the run
+ * starts (it starts on the next turn of the event loop) join it; later ones get a run of their own,
+ * which is sure to see their connection.
+ */
 const pending = new Map<string, Promise<Map<number, Row>>>();
 
 function connectionsOf(socketPath: string): Promise<Map<number, Row>> {
   let p = pending.get(socketPath);
   if (!p) {
-    p = run('ss', ['-xH', 'src', socketPath], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_BUFFER })
-      .then(({ stdout }) => parseSs(stdout))
-      .finally(() => pending.delete(socketPath));
+    p = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      pending.delete(socketPath);
+      return run('ss', ['-xH', 'src', socketPath], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_BUFFER }).then(
+        ({ stdout }) => parseSs(stdout),
+      );
+    });
     pending.set(socketPath, p);
   }
   return p;

@@ -28,6 +28,8 @@ export interface ProvisionerBackend {
   findWorkspace(name: string): Promise<WorkspaceDetails>;
   provision(canonical: string, opts: StreamOptions): AsyncIterable<ProvisionWorkspaceResponse>;
   start(workspace: string, opts: StreamOptions): AsyncIterable<ProvisionWorkspaceResponse>;
+  /** Resolves once the channel is connected (readiness probes); rejects after `timeoutMs`. */
+  ready(timeoutMs: number): Promise<void>;
   close(): void;
 }
 
@@ -96,6 +98,11 @@ export function createProvisionerClient(cfg: BackendConfig): ProvisionerBackend 
             { deadline: streamDeadline(o.timeout) },
           ),
         o.signal,
+      );
+    },
+    ready(timeoutMs) {
+      return new Promise<void>((resolve, reject) =>
+        client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve())),
       );
     },
     close() {

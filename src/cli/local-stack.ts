@@ -4,9 +4,11 @@ import { parseArgs } from 'node:util';
 import { initLogging, getLogger, errText } from '../ops/log.js';
 import { startLocalStack } from '../local/stack.js';
 
-const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--data-dir DIR] [--logtext]
+const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--data-dir DIR] [--nats] [--logtext]
   --listen    SSH listen address (default 127.0.0.1:2222)
-  --data-dir  where host key, users.yaml and workspaces live (default ./.ssh-proxy)
+  --web       address of the local web pages: onboarding approval, sessions (default 127.0.0.1:2280)
+  --data-dir  where host key, users.yaml, policy.yaml, workspaces and recordings live (default ./.ssh-proxy)
+  --nats      also run Debian's nats-server (user locks, recording overrides, failed-login events)
   --logtext   human-readable logs
 `;
 
@@ -16,7 +18,9 @@ async function main(): Promise<void> {
     ({ values } = parseArgs({
       options: {
         listen: { type: 'string', default: '127.0.0.1:2222' },
+        web: { type: 'string', default: '127.0.0.1:2280' },
         'data-dir': { type: 'string', default: './.ssh-proxy' },
+        nats: { type: 'boolean', default: false },
         logtext: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -34,12 +38,24 @@ async function main(): Promise<void> {
   const log = getLogger('local-stack');
   let stack;
   try {
-    stack = await startLocalStack({ listen: values.listen, dataDir: values['data-dir'] });
+    stack = await startLocalStack({
+      listen: values.listen,
+      webListen: values.web,
+      dataDir: values['data-dir'],
+      nats: values.nats,
+    });
   } catch (e) {
     log.error({ err: errText(e) }, 'Failed to start the local stack');
     process.exit(1);
   }
-  process.stderr.write(`\nssh-proxy local stack is running. Connect with:\n\n  ${stack.sshCommand}\n\n`);
+  process.stderr.write(
+    `\nssh-proxy local stack is running. Connect with:\n\n  ${stack.sshCommand}\n\n` +
+      `New users onboard with \`ssh <name>@${stack.gateway.host} -p ${stack.gateway.port}\` and are ` +
+      `approved at:\n\n  ${stack.approvalUrl}\n\nSessions and recordings:\n\n  ${stack.sessionsUrl}\n\n` +
+      (stack.nats
+        ? `NATS at ${stack.nats.url}: try \`ssh-proxy-admin --nats-url ${stack.nats.url} lock <user>\`\n\n`
+        : ''),
+  );
   const stop = async (sig: string) => {
     log.info({ signal: sig }, 'stopping the local stack');
     await stack.stop();

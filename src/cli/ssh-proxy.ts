@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // `ssh-proxy`: the gateway's entry point (reference-behaviour.md §1). Parses flags, loads the config,
-// starts the gateway and stops it on SIGINT/SIGTERM.
+// and runs one of three modes: the in-process server (default), the forking parent
+// (`server.forking: true`: one child process per connection), or such a child (`--child`, the
+// client socket on fd 3). Heavy modules are loaded only by the mode that needs them.
 import { parseArgs } from './args.js';
 import { loadConfig, type Config } from '../config/load.js';
 import { errText, getLogger, initLogging } from '../ops/log.js';
+import { installProcessGuards } from '../ops/process-guards.js';
 
 async function main(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv);
@@ -20,6 +23,7 @@ async function main(argv: readonly string[]): Promise<void> {
 
   initLogging({ text: args.logtext });
   const log = getLogger('ssh-proxy');
+  installProcessGuards(log);
 
   let config: Config;
   try {
@@ -27,47 +31,25 @@ async function main(argv: readonly string[]): Promise<void> {
     config = loaded.config;
     for (const w of loaded.warnings) log.warn({ configPath: args.configPath }, `Configuration warning: ${w}`);
   } catch (err) {
-    log.error(`Failed to create server: ${errText(err)}`);
-    process.exit(1);
-  }
-
-  let gw: { stop(): Promise<void> };
-  try {
-    // Loaded lazily so `-v` and `-h` stay instant.
-    const { startGateway } = await import('../gateway/server.js');
-    gw = await startGateway(config, {
-      configPath: args.configPath,
-      child: args.child,
-      logtext: args.logtext,
-    });
-  } catch (err) {
     log.error(
       args.child
         ? `Error handling connection in the child process: ${errText(err)}`
-        : `Failed to start server: ${errText(err)}`,
+        : `Failed to create server: ${errText(err)}`,
     );
     process.exit(1);
   }
 
-  let stopping = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      // A second signal while draining: the operator wants out now.
-      log.warn({ signal }, 'Second shutdown signal, exiting immediately');
-      process.exit(1);
-    }
-    stopping = true;
-    log.info({ signal }, 'Received shutdown signal, stopping server...');
-    gw.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error(`Failed to stop server: ${errText(err)}`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const cli = { configPath: args.configPath, logtext: args.logtext };
+  if (args.child) {
+    const { runChildMode } = await import('./mode-child.js');
+    return runChildMode(config, log);
+  }
+  if (config.server.forking) {
+    const { runForkingParent } = await import('./mode-forking.js');
+    return runForkingParent(config, cli, log);
+  }
+  const { runServerMode } = await import('./mode-server.js');
+  return runServerMode(config, log);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

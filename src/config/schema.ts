@@ -190,6 +190,11 @@ export const configSchema = z.object({
     maxEnvCount: num(64, { min: 0 }),
     /** Ours: …and this many bytes of names and values in all. */
     maxEnvBytes: num(64 * 1024, { min: 0 }),
+    /**
+     * Ours: seconds a keyboard-interactive onboarding (device flow) may wait for the person's approval,
+     * never beyond the code's expires_in; the login grace time does not run while its prompt is shown.
+     */
+    onboardingTimeout: seconds(600, { min: 1 }),
   }),
   grpc: section({
     /** Control gRPC server port; 0 = disabled. */

@@ -15,6 +15,8 @@ export type OpCode = 'sh' | 'pt' | 'ex' | 'sf' | 'af' | 'pf' | 'ux';
 export interface ClientInfo {
   ip: string;
   port: number;
+  /** The address the client connected to (the PROXY header's destination when there was one). */
+  server?: { ip: string; port: number };
   /** The SSH client's software version (`OpenSSH_9.2p1 …`). */
   version: string;
 }

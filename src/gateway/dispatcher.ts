@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { AcceptConnection, RejectConnection, ServerChannel, Session } from 'ssh2';
 import { errText, type Logger } from '../ops/log.js';
+import type { ChannelKind, GatewayMetrics } from '../ops/metrics.js';
 import {
   buildRequest,
   invalidRequest,
@@ -19,11 +20,21 @@ import {
 } from './authorize.js';
 import type { AuthenticatedUser } from './auth.js';
 import type { GatewayConnection } from './connection.js';
-import { loginEnv } from './env.js';
+import { loginEnvBytes, type EnvText } from './env.js';
+import { isSubsystem, signalName, sshBytes, wireEnv, type SshText } from './raw-text.js';
 import { createProgressWriter, nullProgress, type ProgressWriter, type WriterOptions } from './progress.js';
 import type { ConnectionRegistry } from './registry.js';
 import { ChannelRelay, type Ending } from './relay.js';
-import { OpenFailure, completeSessionClose, rejectOpen, type OpenFailureReason } from './ssh2-shims/index.js';
+import {
+  OpenFailure,
+  completeSessionClose,
+  envPair,
+  execCommand,
+  rejectOpen,
+  signalText,
+  subsystemText,
+  type OpenFailureReason,
+} from './ssh2-shims/index.js';
 import {
   RecordingRefused,
   type ChannelTap,
@@ -79,6 +90,9 @@ export interface DispatcherDeps {
   registry: ConnectionRegistry;
   recorders?: Recorders;
   overrides?: RecordingOverrides;
+  metrics?: GatewayMetrics;
+  /** False while a forked child drains: new channels are refused (existing ones run on). */
+  acceptingChannels?: () => boolean;
   hooks?: TestHooks;
 }
 
@@ -131,6 +145,12 @@ export class Dispatcher {
     }
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    const started = process.hrtime.bigint();
+    const observe = (v: Verdict): Verdict => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      this.deps.metrics?.authz(action, v.failed ? 'error' : v.allowed ? 'allowed' : 'denied', seconds);
+      return v;
+    };
     try {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -139,11 +159,16 @@ export class Dispatcher {
         }, this.deps.authzTimeoutMs);
       });
       const d = await Promise.race([authorizer.evaluate(req, abort.signal), timeout]);
-      if (typeof d?.allowed !== 'boolean') return deny('authz: malformed answer', true);
-      return { allowed: d.allowed, reason: d.reason ?? '', obligations: d.obligations ?? {}, failed: false };
+      if (typeof d?.allowed !== 'boolean') return observe(deny('authz: malformed answer', true));
+      return observe({
+        allowed: d.allowed,
+        reason: d.reason ?? '',
+        obligations: d.obligations ?? {},
+        failed: false,
+      });
     } catch (e) {
       this.log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
-      return deny(`authz: evaluate ${action}: ${errText(e)}`, true);
+      return observe(deny(`authz: evaluate ${action}: ${errText(e)}`, true));
     } finally {
       clearTimeout(timer);
     }
@@ -168,19 +193,43 @@ export class Dispatcher {
     if (current?.client.broken) this.conn.workspaceFailed(current, 'the workspace connection was lost');
     const { userstr, user } = this.conn.user;
     return this.conn.acquireWorkspace(progress, signal, (fanout, sig) =>
-      this.deps.resolver.bind(user, userstr, fanout, sig, this.log, async () => {
-        const v = await this.authorize('workspace:create', {
-          ...this.subject(),
-          mode: userstr.namespace && userstr.workloadName ? 'inject' : 'standalone',
-          blueprintKind: userstr.blueprintKind,
-        });
-        if (!v.allowed)
-          throw new WorkspaceError(
-            'user',
-            'denied',
-            `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.reason}`,
-          );
-      }),
+      this.timedBind(
+        this.deps.resolver.bind(user, userstr, fanout, sig, this.log, async () => {
+          const v = await this.authorize('workspace:create', {
+            ...this.subject(),
+            mode: userstr.namespace && userstr.workloadName ? 'inject' : 'standalone',
+            blueprintKind: userstr.blueprintKind,
+          });
+          if (!v.allowed)
+            throw new WorkspaceError(
+              'user',
+              'denied',
+              `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.reason}`,
+            );
+        }),
+      ),
+    );
+  }
+
+  /** Workspace handshakes for the metrics: how long, and how they ended. */
+  private timedBind(p: Promise<BoundWorkspace>): Promise<BoundWorkspace> {
+    const m = this.deps.metrics;
+    if (!m) return p;
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    return p.then(
+      (ws) => {
+        m.workspaceStart('ready', seconds());
+        return ws;
+      },
+      (e: unknown) => {
+        const code = e instanceof WorkspaceError ? e.code : 'internal';
+        m.workspaceStart(
+          code === 'denied' ? 'denied' : code === 'cancelled' ? 'cancelled' : 'failed',
+          seconds(),
+        );
+        throw e;
+      },
     );
   }
 
@@ -201,7 +250,25 @@ export class Dispatcher {
       });
   }
 
+  /** While a forked child drains no channel is opened; the client is told why. */
+  private refusedWhileDraining(reject: RejectConnection): boolean {
+    if (this.deps.acceptingChannels?.() ?? true) return false;
+    rejectOpen(
+      this.conn.ssh,
+      reject,
+      OpenFailure.ADMINISTRATIVELY_PROHIBITED,
+      'ssh-proxy is restarting; reconnect',
+    );
+    return true;
+  }
+
+  /** Counts an open channel of `kind` (metrics); returns the closer. */
+  private opened(kind: ChannelKind): () => void {
+    return this.deps.metrics?.channelOpened(kind) ?? (() => undefined);
+  }
+
   private onSession(accept: AcceptConnection<Session>, reject: RejectConnection): void {
+    if (this.refusedWhileDraining(reject)) return;
     const max = this.deps.settings.maxSessions;
     if (this.conn.open.session >= max) {
       this.log.warn({ max }, 'session limit reached');
@@ -215,9 +282,11 @@ export class Dispatcher {
     const session = accept();
     completeSessionClose(this.conn.ssh, session);
     this.conn.open.session++;
+    const closeMetric = this.opened('session');
     const id = this.conn.ids.next('sh');
     const state = new SessionState(id, this.log.child({ chan: id }));
     session.once('close', () => {
+      closeMetric();
       this.conn.open.session--;
       state.log.debug('session channel closed');
     });
@@ -237,12 +306,13 @@ export class Dispatcher {
       ok?.();
     });
     session.on('env', (ok, no, info) => {
-      const verdict = envAccepted(state, info.key, info.val, s);
+      const [key, val] = envPair(info);
+      const verdict = envAccepted(state, key, val, s);
       if (!verdict.ok) {
-        log.debug({ name: info.key.slice(0, 64), why: verdict.why }, 'env refused');
+        log.debug({ name: key.text.slice(0, 64), why: verdict.why }, 'env refused');
         return no?.();
       }
-      setEnv(state, info.key, info.val);
+      setEnv(state, key, val);
       ok?.();
     });
     session.on('window-change', (ok, _no, info) => {
@@ -257,7 +327,9 @@ export class Dispatcher {
       ok?.();
     });
     session.on('signal', (ok, no, info) => {
-      if (state.running?.signal(String(info.name))) ok?.();
+      // Only names sshd knows, byte for byte; anything else is refused (never turned into TERM).
+      const name = signalName(signalText(info));
+      if (name && state.running?.signal(name)) ok?.();
       else no?.();
     });
     session.on('auth-agent', (ok) => {
@@ -277,15 +349,16 @@ export class Dispatcher {
       if (state.started) return no?.();
       state.started = true;
       this.conn.ops.add('ex');
-      const command = String(info.command);
+      const command = execCommand(info);
       // The command line can carry secrets: program name and length at info level only.
-      log.info({ program: programName(command), length: command.length }, 'exec requested');
-      log.debug({ command }, 'exec command');
+      log.info({ program: programName(command.text), length: sshBytes(command).length }, 'exec requested');
+      log.debug({ command: command.text }, 'exec command');
       this.runSession(state, ok(), { type: 'exec', command });
     });
     session.on('subsystem', (ok, no, info) => {
-      if (state.started || info.name !== 'sftp') {
-        log.info({ subsystem: String(info.name).slice(0, 64) }, 'subsystem refused');
+      const name = subsystemText(info);
+      if (state.started || !isSubsystem(name, 'sftp')) {
+        log.info({ subsystem: name.text.slice(0, 64) }, 'subsystem refused');
         return no?.();
       }
       state.started = true;
@@ -301,7 +374,7 @@ export class Dispatcher {
   private runSession(
     state: SessionState,
     channel: ServerChannel,
-    what: { type: 'shell' } | { type: 'exec'; command: string } | { type: 'sftp' },
+    what: { type: 'shell' } | { type: 'exec'; command: SshText } | { type: 'sftp' },
   ): void {
     const pty = what.type === 'sftp' ? undefined : state.pty;
     const relay = new ChannelRelay(channel, this.conn.counters, pty ? 'keep-open' : 'half-close');
@@ -319,14 +392,16 @@ export class Dispatcher {
       .finally(() => {
         agent?.stop();
         state.running = undefined;
+        this.reportBytes('session', relay);
       });
+    this.deps.metrics?.sessionStarted(what.type);
     void done;
   }
 
   private async session(
     state: SessionState,
     relay: ChannelRelay,
-    what: { type: 'shell' } | { type: 'exec'; command: string } | { type: 'sftp' },
+    what: { type: 'shell' } | { type: 'exec'; command: SshText } | { type: 'sftp' },
     setAgent: (a: AgentForward) => void,
   ): Promise<void> {
     const { log } = state;
@@ -374,7 +449,7 @@ export class Dispatcher {
       relay.watchEarlyInput(undefined);
       progress.close();
     }
-    this.deps.hooks?.beforeSessionHandler?.(what.type, what.type === 'exec' ? what.command : '');
+    this.deps.hooks?.beforeSessionHandler?.(what.type, what.type === 'exec' ? what.command.text : '');
 
     // The action itself.
     const action = what.type === 'shell' ? 'ssh:shell' : what.type === 'exec' ? 'ssh:exec' : 'ssh:sftp';
@@ -382,7 +457,7 @@ export class Dispatcher {
       ...this.subject(ws),
       pty: what.type === 'shell' ? isPty : undefined,
       asUser: what.type === 'shell' ? userstr.asUser : undefined,
-      command: what.type === 'exec' ? what.command : undefined,
+      command: what.type === 'exec' ? what.command.text : undefined,
     });
     if (!v.allowed) {
       log.warn(
@@ -402,7 +477,7 @@ export class Dispatcher {
     try {
       relay.tap = await this.recordingTap(kind, ws, execId, {
         pty: pty ? { cols: pty.cols, rows: pty.rows } : undefined,
-        command: what.type === 'exec' ? what.command : undefined,
+        command: what.type === 'exec' ? what.command.text : undefined,
       });
     } catch (e) {
       if (e instanceof RecordingRefused) {
@@ -432,9 +507,10 @@ export class Dispatcher {
       }
     }
 
-    const clientEnv: Array<[string, string]> = authSock
+    const clientEnv: Array<readonly [EnvText, EnvText]> = authSock
       ? [...state.env, ['SSH_AUTH_SOCK', authSock]]
       : [...state.env];
+    const { client } = this.conn;
     const run: SessionRun = {
       conn: this.conn,
       ws,
@@ -442,9 +518,12 @@ export class Dispatcher {
       state,
       log,
       asUser,
-      env: loginEnv(
-        { shell: user.shell, asUser: asUser || userstr.username },
-        withTerm(clientEnv, pty?.term),
+      env: wireEnv(
+        loginEnvBytes({ shell: user.shell, asUser: userstr.asUser || userstr.username }, clientEnv, {
+          client: { ip: client.ip, port: client.port },
+          server: client.server,
+          pty: pty ? { term: pty.term } : undefined,
+        }),
       ),
     };
     const result =
@@ -505,6 +584,13 @@ export class Dispatcher {
     });
   }
 
+  private reportBytes(kind: ChannelKind, relay: ChannelRelay): void {
+    const m = this.deps.metrics;
+    if (!m) return;
+    m.bytesRelayed(kind, 'client_to_workspace', relay.bytes.in);
+    m.bytesRelayed(kind, 'workspace_to_client', relay.bytes.out);
+  }
+
   // --- forwards -----------------------------------------------------------------------------------
 
   private pendingOpen(
@@ -538,6 +624,7 @@ export class Dispatcher {
     info: { destIP?: unknown; destPort?: unknown; srcIP?: unknown; srcPort?: unknown } | undefined,
   ): Promise<void> {
     const conn = this.conn;
+    if (this.refusedWhileDraining(reject)) return;
     const max = this.deps.settings.maxDirectTcpip;
     if (conn.open.directTcpip >= max) {
       this.log.warn({ max }, 'direct-tcpip limit reached');
@@ -558,6 +645,11 @@ export class Dispatcher {
     let tap: ChannelTap | undefined;
     const open = this.pendingOpen(accept, reject, (relay) => {
       relay.tap = tap;
+      const closeMetric = this.opened('direct-tcpip');
+      void relay.closed.then(() => {
+        closeMetric();
+        this.reportBytes('direct-tcpip', relay);
+      });
       log.info(
         { host: dest.host, port: dest.port, origin: `${dest.srcIP}:${dest.srcPort}` },
         'direct-tcpip opened',
@@ -611,6 +703,7 @@ export class Dispatcher {
     info: { socketPath?: unknown } | undefined,
   ): Promise<void> {
     const conn = this.conn;
+    if (this.refusedWhileDraining(reject)) return;
     const socketPath = info?.socketPath;
     if (typeof socketPath !== 'string' || socketPath === '')
       return rejectOpen(
@@ -690,16 +783,11 @@ function clampSize(n: unknown): number {
   return Math.max(0, Math.min(v, 0xffff));
 }
 
-function setEnv(state: SessionState, key: string, val: string): void {
-  const i = state.env.findIndex(([k]) => k === key);
+function setEnv(state: SessionState, key: SshText, val: SshText): void {
+  const name = sshBytes(key);
+  const i = state.env.findIndex(([k]) => sshBytes(k).equals(name));
   if (i < 0) state.env.push([key, val]);
   else state.env[i] = [key, val];
-}
-
-/** TERM comes from the client's pty-req and wins over a TERM sent with `env` (reference §13.1). */
-function withTerm(env: Array<[string, string]>, term: string | undefined): Array<[string, string]> {
-  if (term === undefined) return env;
-  return [['TERM', term], ...env.filter(([k]) => k !== 'TERM')];
 }
 
 /** The program of a command line, for logs (the rest may carry secrets). */

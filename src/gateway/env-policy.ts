@@ -1,6 +1,9 @@
 // Which `env` requests a session accepts (sshd's AcceptEnv) and how much they may hold, so one user
 // cannot grow the gateway's memory through environment variables.
 
+import { validEnvName } from './env.js';
+import { sshBytes, type SshText } from './raw-text.js';
+
 export interface EnvLimits {
   acceptEnv: readonly string[];
   maxEnvCount: number;
@@ -26,22 +29,22 @@ function globRe(p: string): RegExp {
   return re;
 }
 
-/** Names a client may set at all: keeps NUL and '=' out of the key. */
-export function validEnvName(name: string): boolean {
-  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && name.length <= 256;
-}
-
+/**
+ * Whether a session takes this `env` request: a valid name matching `acceptEnv`, within the count and
+ * size bounds. `name` and `value` are the request's exact bytes.
+ */
 export function envAccepted(
-  state: { env: ReadonlyArray<readonly [string, string]>; envBytes: number },
-  name: string,
-  value: string,
+  state: { env: ReadonlyArray<readonly [SshText, SshText]>; envBytes: number },
+  nameText: SshText,
+  valueText: SshText,
   limits: EnvLimits,
 ): { ok: true } | { ok: false; why: string } {
-  if (!validEnvName(name)) return { ok: false, why: 'invalid name' };
+  if (!validEnvName(nameText)) return { ok: false, why: 'invalid name' };
+  const name = sshBytes(nameText).toString('latin1');
   if (!envNameMatches(name, limits.acceptEnv)) return { ok: false, why: 'not in acceptEnv' };
-  const replacing = state.env.some(([k]) => k === name);
+  const replacing = state.env.some(([k]) => sshBytes(k).toString('latin1') === name);
   if (!replacing && state.env.length >= limits.maxEnvCount) return { ok: false, why: 'too many variables' };
-  const size = Buffer.byteLength(name) + Buffer.byteLength(value);
+  const size = name.length + sshBytes(valueText).length;
   if (state.envBytes + size > limits.maxEnvBytes) return { ok: false, why: 'environment too large' };
   (state as { envBytes: number }).envBytes += size;
   return { ok: true };

@@ -99,6 +99,15 @@ export class ForkingParent {
     return (this.server.address() as net.AddressInfo | null)?.port ?? 0;
   }
 
+  /** Accepting new connections (false once draining or handing over). */
+  get isAccepting(): boolean {
+    return this.accepting;
+  }
+
+  get isDraining(): boolean {
+    return this.draining !== undefined;
+  }
+
   /** The running children. */
   children(): ChildRecord[] {
     return [...this.table.values()];

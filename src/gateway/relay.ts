@@ -109,6 +109,8 @@ export const USER_PREFIX = 'ssh-proxy: ';
 export class ChannelRelay {
   /** Set by the dispatcher when the channel is recorded. */
   tap: ChannelTap | undefined;
+  /** This channel's own bytes (the connection's counters are updated as well). */
+  readonly bytes: ByteCounters = { in: 0, out: 0 };
   private input: BackendInput | undefined;
   private early: Buffer[] = [];
   private earlyBytes = 0;
@@ -207,6 +209,7 @@ export class ChannelRelay {
     const input = this.input;
     if (!input || d.length === 0) return;
     this.counters.in += d.length;
+    this.bytes.in += d.length;
     this.tap?.data('in', d);
     this.inValve?.wrote(input.write(d));
   }
@@ -222,6 +225,7 @@ export class ChannelRelay {
   toClient(data: Buffer): void {
     if (data.length === 0 || !canWrite(this.channel)) return;
     this.counters.out += data.length;
+    this.bytes.out += data.length;
     this.tap?.data('out', data);
     const ok = this.channel.write(data);
     this.outValve?.wrote(ok);
@@ -232,6 +236,7 @@ export class ChannelRelay {
     const err = this.stderr;
     if (data.length === 0 || !err || !canWrite(err)) return;
     this.counters.out += data.length;
+    this.bytes.out += data.length;
     this.tap?.data('err', data);
     const ok = err.write(data);
     this.errValve?.wrote(ok);

@@ -1,24 +1,35 @@
-// The SSH gateway: the ssh2 server, authentication, and one Dispatcher per authenticated connection.
+// The SSH gateway: the accept path (pre-authentication limits, PROXY header, login grace time), the
+// ssh2 server and authentication, and one Dispatcher per authenticated connection. It serves sockets
+// from its own listener (in-process mode) or handed to it (a forked child's fd 3).
 import { createRequire } from 'node:module';
 import type net from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection } from 'ssh2';
 import { getLogger, errText, type Logger } from '../ops/log.js';
 import { withConnectionContext } from '../ops/context.js';
-import { COMMIT, VERSION } from '../ops/version.js';
+import type { GatewayMetrics } from '../ops/metrics.js';
+import { sshIdent } from '../ops/version.js';
 import { newConnectionId } from '../common/ids.js';
 import type { Config } from '../config/load.js';
-import { unsupportedFeatures } from '../config/unsupported.js';
-import { createIdentityClient, type IdentityBackend } from '../backends/identity.js';
-import { createProvisionerClient, type ProvisionerBackend } from '../backends/provisioner.js';
+import type { IdentityBackend } from '../backends/identity.js';
+import type { ProvisionerBackend } from '../backends/provisioner.js';
 import { serverAlgorithms } from './algorithms.js';
-import { Authenticator, type AuthenticatedUser } from './auth.js';
+import { Authenticator, type AuthenticatedUser, type EvaluateUserAuth } from './auth.js';
 import { allowAll, type Authorizer } from './authorize.js';
 import { GatewayConnection } from './connection.js';
 import { Dispatcher, type ChannelSettings, type TestHooks } from './dispatcher.js';
 import { loadHostKeys } from './hostkeys.js';
 import { listen, type Listener } from './listener.js';
-import { ConnectionRegistry } from './registry.js';
+import { armLoginGrace, type LoginGrace } from './login-grace.js';
+import {
+  PreauthLimiter,
+  preauthOptionsFromConfig,
+  type PreauthOptions,
+  type PreauthTicket,
+} from './preauth.js';
+import { readProxyHeader, TrustedSources } from './proxy-protocol.js';
+import { refuseSsh } from './refuse.js';
+import { ConnectionRegistry, type ConnectionObserver } from './registry.js';
 import {
   DisconnectReason,
   disconnectWithMessage,
@@ -34,6 +45,8 @@ const ssh2Require = createRequire(import.meta.url);
 const KEEPALIVE_OFF_MS = 2 ** 31 - 1;
 /** How long stop() waits for clients to take their disconnect before cutting the sockets. */
 const STOP_GRACE_MS = 2000;
+/** What a client still connected when a drain ends is told. */
+export const RESTART_MESSAGE = 'ssh-proxy is restarting; reconnect';
 
 export interface GatewayOptions {
   host: string;
@@ -41,6 +54,8 @@ export interface GatewayOptions {
   hostKeys: Buffer[];
   handshakeTimeoutMs: number;
   maxAuthTries: number;
+  /** Ours (server.onboardingTimeout): longest keyboard-interactive onboarding wait. */
+  onboardingTimeoutMs?: number;
   keepaliveIntervalMs: number;
   keepaliveCountMax: number;
   ciphers: string[];
@@ -48,6 +63,19 @@ export interface GatewayOptions {
   workspace: WorkspaceSettings;
   /** Deadline of one authz evaluation. */
   authzTimeoutMs: number;
+  /** PROXY protocol (v1/v2) in front of SSH; off when undefined. */
+  proxy?: { timeoutMs: number; trustedCidrs: string[] };
+  /** Pre-authentication caps and backoff; none when undefined. */
+  preauth?: PreauthOptions;
+}
+
+/** A failed login, for the failure publisher (NATS, reference §17.2). */
+export interface FailedLogin {
+  clientIp: string;
+  clientPort: number;
+  username: string;
+  failureInfo: string[];
+  handshakeError: string;
 }
 
 export interface GatewayBackends {
@@ -56,29 +84,52 @@ export interface GatewayBackends {
   authorizer?: Authorizer;
   /** The user JWT for authz and recordings (§8.7); default: none needed. */
   userToken?: (user: AuthenticatedUser) => Promise<string>;
+  /** Token for `user:auth` (before a user is authenticated): username and identity source. */
+  userTokenFor?: (username: string, source: string, signal: AbortSignal) => Promise<string>;
   recorders?: Recorders;
   overrides?: RecordingOverrides;
+  /** Connection lifecycle observers (session tracking, recordings, …). */
+  observers?: ConnectionObserver[];
+  /** Where failed logins go (NATS failure events). */
+  onLoginFailed?: (f: FailedLogin) => void;
+  metrics?: GatewayMetrics;
   /** Test-only fault injection. */
   hooks?: TestHooks;
 }
 
 export interface RunningGateway {
+  /** Where the listener is (undefined in a forked child, which serves one handed-over socket). */
   host: string;
   port: number;
   registry: ConnectionRegistry;
+  /** Serves one accepted TCP socket; resolves when it closed. */
+  serve(socket: net.Socket, connectionId?: string): Promise<void>;
   /** Live SSH connections (authenticated or not). */
   connections(): number;
+  readonly listening: boolean;
+  readonly draining: boolean;
+  /** Stops accepting (the listener closes; established connections go on). */
+  stopAccepting(): Promise<void>;
+  /**
+   * Graceful drain: stop accepting, let connections end on their own for up to `timeoutMs` (new
+   * channels on them are still served), then disconnect the rest with `message`.
+   */
+  drain(timeoutMs: number, message?: string): Promise<void>;
+  /**
+   * A forked child's drain: no new channels; each connection is ended (with `message`) once its
+   * channels have, and whatever remains when `timeoutMs` passes.
+   */
+  finishChannels(timeoutMs: number, message?: string): Promise<void>;
   stop(): Promise<void>;
 }
 
-export function sshIdent(): string {
-  return `ssh-proxy_${VERSION}/${COMMIT}_k8shell.io`;
-}
+export { sshIdent };
 
 export async function createGateway(
   opts: GatewayOptions,
   backends: GatewayBackends,
   log: Logger = getLogger('ssh-server'),
+  mode: { listen: boolean } = { listen: true },
 ): Promise<RunningGateway> {
   fixServerSigAlgs();
   if (!nativeCryptoAvailable())
@@ -86,21 +137,45 @@ export async function createGateway(
       'ssh2 native crypto binding is not available: throughput will be about half (run npm rebuild ssh2)',
     );
 
+  const metrics = backends.metrics;
   const registry = new ConnectionRegistry();
+  for (const o of backends.observers ?? []) registry.observe(o);
   const resolver = new WorkspaceResolver(backends.provisioner, opts.workspace, log);
+  const authorizer = backends.authorizer ?? allowAll;
   const deps = {
     settings: opts.channels,
-    authorizer: backends.authorizer ?? allowAll,
+    authorizer,
     authzTimeoutMs: opts.authzTimeoutMs,
     userToken: backends.userToken ?? (() => Promise.resolve('')),
     resolver,
     registry,
     recorders: backends.recorders,
     overrides: backends.overrides,
+    metrics,
+    acceptingChannels: () => acceptingChannels,
     hooks: backends.hooks,
   };
+  const limiter = opts.preauth ? new PreauthLimiter(opts.preauth) : undefined;
+  const trusted = opts.proxy ? new TrustedSources(opts.proxy.trustedCidrs) : undefined;
   const live = new Set<Connection>();
   const closing = new Set<Promise<void>>();
+  /** Per accepted socket: what the accept path learned, for the ssh2 connection callback. */
+  const sockets = new WeakMap<
+    net.Socket,
+    { id: string; grace: LoginGrace; ticket?: PreauthTicket; server?: { ip: string; port: number } }
+  >();
+  let draining = false;
+  let acceptingChannels = true;
+
+  /** `user:auth` through the dispatcher's rules: token first, every failure a deny (fail closed). */
+  const evaluateUserAuth: EvaluateUserAuth | undefined = authorizer.configured
+    ? async (req, signal) => {
+        const username = req.resource.id;
+        const source = req.resource.attributes.idp ?? '';
+        const token = backends.userTokenFor ? await backends.userTokenFor(username, source, signal) : '';
+        return authorizer.evaluate({ ...req, token }, signal);
+      }
+    : undefined;
 
   const server = new Server(
     {
@@ -111,29 +186,52 @@ export async function createGateway(
       keepaliveCountMax: opts.keepaliveCountMax,
     },
     (client, info) => {
-      const id = newConnectionId();
-      withConnectionContext(id, client, () => onClient(client, info, id));
+      const sock = (client as unknown as { _sock?: net.Socket })._sock;
+      const accepted = sock ? sockets.get(sock) : undefined;
+      const id = accepted?.id ?? newConnectionId();
+      withConnectionContext(id, client, () => onClient(client, info, id, accepted));
     },
   );
 
-  function onClient(client: Connection, info: ssh2.ClientInfo, id: string): void {
+  function onClient(
+    client: Connection,
+    info: ssh2.ClientInfo,
+    id: string,
+    accepted:
+      { grace: LoginGrace; ticket?: PreauthTicket; server?: { ip: string; port: number } } | undefined,
+  ): void {
     const peer = `${info.ip}:${info.port}`;
     const clog = log.child({ conn: id, client: peer });
     live.add(client);
     const version = info.header.versions.software;
     clog.info({ clientVersion: version }, 'connection accepted');
-    client.on('error', (e) => clog.info({ err: errText(e) }, 'connection error'));
+    let lastError: string | undefined;
+    client.on('error', (e) => {
+      lastError = errText(e);
+      clog.info({ err: lastError }, 'connection error');
+    });
     installUnknownChannelTypeMessage(client);
+    const ticket = accepted?.ticket;
 
-    const auth = new Authenticator(backends.identity, { maxAuthTries: opts.maxAuthTries }, clog, () =>
-      // Like sshd's MaxAuthTries: the last failure is answered with a disconnect that says why.
-      disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures'),
+    const auth = new Authenticator(
+      backends.identity,
+      { maxAuthTries: opts.maxAuthTries, onboardingTimeoutMs: opts.onboardingTimeoutMs },
+      clog,
+      {
+        // Like sshd's MaxAuthTries: the last failure is answered with a disconnect that says why.
+        disconnect: () =>
+          disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures'),
+        onPromptPending: (pending) => (pending ? accepted?.grace.pause() : accepted?.grace.resume()),
+        evaluate: evaluateUserAuth,
+        gate: ticket,
+        onAttempt: (method, result) => metrics?.auth(method, result),
+      },
     );
     client.on('authentication', (ctx) => auth.handle(ctx));
 
     let conn: GatewayConnection | undefined;
     client.once('ready', () => {
-      graces.get(peer)?.();
+      accepted?.grace.cancel();
       const who = auth.result;
       if (!who) {
         clog.error('authenticated without a resolved user; closing');
@@ -143,7 +241,7 @@ export async function createGateway(
         id,
         client,
         who,
-        { ip: info.ip, port: info.port, version },
+        { ip: info.ip, port: info.port, version, server: accepted?.server },
         clog.child({ user: who.userstr.username }),
         (message) => disconnectWithMessage(client, DisconnectReason.BY_APPLICATION, message),
         () => registry.workspaceBound(c),
@@ -156,8 +254,23 @@ export async function createGateway(
     });
     client.once('close', () => {
       live.delete(client);
+      auth.close();
       if (!conn) {
-        clog.info({ failures: auth.failureInfo }, 'connection closed before authentication');
+        const grace = accepted?.grace.expired;
+        const handshakeError = grace
+          ? 'SSH handshake timed out'
+          : (lastError ?? 'connection closed during authentication');
+        clog.info(
+          { failures: auth.failureInfo, err: handshakeError },
+          `Failed to perform SSH handshake: ${handshakeError}`,
+        );
+        backends.onLoginFailed?.({
+          clientIp: info.ip,
+          clientPort: info.port,
+          username: auth.attemptedUsername ?? '',
+          failureInfo: auth.failureInfo,
+          handshakeError,
+        });
         return;
       }
       const c = conn;
@@ -166,59 +279,155 @@ export async function createGateway(
         { bytesIn: c.counters.in, bytesOut: c.counters.out, ops: c.operations() },
         `Connection closed for user ${c.user.userstr.username} from ${peer}`,
       );
-      const done = Promise.allSettled([registry.closed(c), backends.recorders?.connectionClosed(c.id)]).then(
-        () => undefined,
-      );
+      const done = registry.closed(c);
       closing.add(done);
       void done.finally(() => closing.delete(done));
     });
   }
 
-  // ssh2 has no server-side login timeout, and only reports a connection once the client's version
-  // line arrived, so the grace timer is armed here, per socket: key exchange and authentication must
-  // finish in time or the socket is destroyed (a silent client included).
-  const graces = new Map<string, () => void>();
-  const onSocket = (socket: net.Socket) => {
-    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const timer = setTimeout(() => {
-      log.warn({ client: peer }, `SSH handshake timed out for connection from ${peer}`);
-      socket.destroy();
-    }, opts.handshakeTimeoutMs);
-    const cancel = () => {
-      clearTimeout(timer);
-      graces.delete(peer);
+  /** The accept path of one socket: limits, PROXY header, grace timer, then SSH. */
+  function serve(socket: net.Socket, connectionId?: string): Promise<void> {
+    const id = connectionId ?? newConnectionId();
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    const slog = log.child({ conn: id, client: `${socket.remoteAddress}:${socket.remotePort}` });
+    const admission = limiter?.admit(socket.remoteAddress ?? '');
+    if (admission && !admission.ok) {
+      slog.warn(
+        { reason: admission.reason, why: admission.message },
+        'connection refused before key exchange',
+      );
+      metrics?.preauthRejected(admission.reason);
+      refuseSsh(socket, {
+        ident: sshIdent(),
+        reason: DisconnectReason.TOO_MANY_CONNECTIONS,
+        message: 'too many connections',
+      });
+      return closed;
+    }
+    const admitted = admission?.ticket;
+    const doneUnauth = metrics?.unauthenticated();
+    const doneConn = metrics?.connectionOpened();
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      admitted?.release();
+      doneUnauth?.();
     };
-    graces.set(peer, cancel);
-    socket.once('close', cancel);
-    server.injectSocket(socket);
-  };
-  const listener: Listener = await listen(opts.host, opts.port, onSocket, log);
-  log.info(
-    { address: `${listener.host}:${listener.port}`, ident: `SSH-2.0-${sshIdent()}` },
-    'SSH proxy server listening',
-  );
+    socket.once('close', () => {
+      release();
+      doneConn?.();
+    });
+    void (async () => {
+      // Where the client connected to (SSH_CONNECTION); the PROXY header's destination replaces it.
+      let dest =
+        socket.localAddress && socket.localPort
+          ? { ip: socket.localAddress, port: socket.localPort }
+          : undefined;
+      if (opts.proxy && trusted) {
+        const o = await readProxyHeader(socket, { timeoutMs: opts.proxy.timeoutMs, trusted, log: slog });
+        if (o.ok && o.kind === 'proxied' && o.header.addresses)
+          dest = { ip: o.header.addresses.destination.ip, port: o.header.addresses.destination.port };
+        if (!o.ok) {
+          if (o.reason !== 'closed')
+            metrics?.preauthRejected(
+              o.reason === 'timeout'
+                ? 'proxy-timeout'
+                : o.reason === 'truncated'
+                  ? 'proxy-truncated'
+                  : 'proxy-malformed',
+            );
+          return;
+        }
+      }
+      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      const grace = armLoginGrace(opts.handshakeTimeoutMs, () => {
+        slog.warn(`SSH handshake timed out for connection from ${peer}`);
+        socket.destroy();
+      });
+      socket.once('close', () => grace.cancel());
+      sockets.set(socket, { id, grace, ticket: admitted, server: dest });
+      server.injectSocket(socket);
+    })().catch((e: unknown) => {
+      slog.error({ err: errText(e) }, 'Failed to accept connection');
+      socket.destroy();
+    });
+    return closed;
+  }
 
+  let listener: Listener | undefined;
+  if (mode.listen) {
+    listener = await listen(opts.host, opts.port, (s) => void serve(s), log);
+    log.info(
+      { address: `${listener.host}:${listener.port}`, ident: `SSH-2.0-${sshIdent()}` },
+      'SSH proxy server listening',
+    );
+  }
+
+  async function stopAccepting(): Promise<void> {
+    const l = listener;
+    listener = undefined;
+    await l?.close();
+  }
+
+  async function endAll(message?: string): Promise<void> {
+    await Promise.all([...live].map((c) => endConnection(c, message)));
+    // EndSession and recording ends of the connections just closed, bounded.
+    await Promise.race([Promise.allSettled([...closing]), delay(STOP_GRACE_MS)]);
+  }
+
+  const host = listener?.host ?? '';
+  const port = listener?.port ?? 0;
   return {
-    host: listener.host,
-    port: listener.port,
+    host,
+    port,
     registry,
+    serve,
     connections: () => live.size,
+    get listening() {
+      return listener !== undefined;
+    },
+    get draining() {
+      return draining;
+    },
+    stopAccepting,
+    async drain(timeoutMs, message = RESTART_MESSAGE) {
+      draining = true;
+      await stopAccepting();
+      log.info({ connections: live.size, timeoutMs }, 'draining: waiting for connections to end');
+      const deadline = Date.now() + timeoutMs;
+      while (live.size > 0 && Date.now() < deadline) await delay(Math.min(200, deadline - Date.now()));
+      if (live.size > 0) log.info({ connections: live.size }, 'drain timeout: disconnecting the rest');
+      await endAll(message);
+    },
+    async finishChannels(timeoutMs, message = RESTART_MESSAGE) {
+      draining = true;
+      acceptingChannels = false;
+      await stopAccepting();
+      const deadline = Date.now() + timeoutMs;
+      while (live.size > 0 && Date.now() < deadline) {
+        for (const c of registry.list()) if (c.openChannels() === 0) c.end(message);
+        await delay(Math.min(200, deadline - Date.now()));
+      }
+      await endAll(message);
+    },
     async stop() {
-      await Promise.all([listener.close(), ...[...live].map((c) => endConnection(c))]);
-      // EndSession and recording ends of the connections just closed, bounded.
-      await Promise.race([Promise.allSettled([...closing]), delay(STOP_GRACE_MS)]);
+      await stopAccepting();
+      await endAll();
     },
   };
 }
 
 function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+  return new Promise((r) => setTimeout(r, Math.max(0, ms)).unref());
 }
 
-function endConnection(c: Connection): Promise<void> {
+function endConnection(c: Connection, message?: string): Promise<void> {
   return new Promise((resolve) => {
     c.once('close', () => resolve());
-    c.end();
+    if (message) disconnectWithMessage(c, DisconnectReason.BY_APPLICATION, message);
+    else c.end();
     // A client that never answers the disconnect must not hold up shutdown.
     setTimeout(() => {
       const sock = (c as unknown as { _sock?: { destroy(): void } })._sock;
@@ -247,10 +456,15 @@ export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
     hostKeys: loadHostKeys(s.serverKey).keys,
     handshakeTimeoutMs: (s.SSHHandshakeTimeout || 30) * 1000,
     maxAuthTries: s.maxAuthTries,
+    onboardingTimeoutMs: s.onboardingTimeout * 1000,
     keepaliveIntervalMs: s.keepaliveInterval * 1000,
     keepaliveCountMax: s.keepaliveCountMax,
     ciphers: s.ciphers,
     authzTimeoutMs: config.authz.timeout * 1000,
+    proxy: s.proxyProtocol
+      ? { timeoutMs: s.proxyProtocolTimeout * 1000, trustedCidrs: s.proxyProtocolTrustedCIDRs }
+      : undefined,
+    preauth: preauthOptionsFromConfig(s),
     channels: {
       sftpBinary: s.sftpBinary || '/usr/local/bin/sftp',
       writerOptions: s.writerOptions,
@@ -271,39 +485,6 @@ export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
         keepaliveMs: config.k8shelld.keepaliveTime * 1000,
         keepaliveTimeoutMs: config.k8shelld.keepaliveTimeout * 1000,
       },
-    },
-  };
-}
-
-/** Refuses to start when the config enables a feature this build does not have (never ignore it). */
-export function assertSupported(config: Config): void {
-  const missing = unsupportedFeatures(config);
-  if (missing.length)
-    throw new Error(
-      missing.map((m) => `${m.key} is set (${m.feature}) but not supported by this build yet`).join('; ') +
-        '; remove it from the configuration or use a build that has it',
-    );
-}
-
-/** Production entry (`ssh-proxy --config …`): real services from the config file. */
-export async function startGateway(
-  config: Config,
-  _opts: { configPath: string; child: boolean; logtext: boolean },
-): Promise<{ stop(): Promise<void> }> {
-  const log = getLogger('ssh-server');
-  assertSupported(config);
-  const options = gatewayOptionsFromConfig(config);
-  // Clients connect lazily: an unreachable service is reported at first use, not at start.
-  const identity = createIdentityClient(config.identity);
-  const provisioner = createProvisionerClient(config.provisioner);
-  if (!config.identity.address) log.warn('identity.address is not set: every login will be denied');
-  if (!config.provisioner.address) log.warn('provisioner.address is not set: no workspace can be reached');
-  const gw = await createGateway(options, { identity, provisioner, hooks: testHooksFromEnv(log) }, log);
-  return {
-    async stop() {
-      await gw.stop();
-      identity.close();
-      provisioner.close();
     },
   };
 }

@@ -1,5 +1,7 @@
 // Local reference implementation of identity.v1.IdentityService (wire-protocol.md §2.2, §3.3, §5.9).
 // Users come from `<dataDir>/users.yaml` and the OS user running the stack (see users.ts).
+// With `onboarding` set, unknown users can onboard through a device flow approved on a web page
+// (device-flows.ts, web/onboarding-page.ts); approved users are added to users.yaml.
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { Server, status } from '@grpc/grpc-js';
@@ -21,14 +23,20 @@ import {
 } from '../gen/identity/v1/identity.js';
 import { bindServer, type ServerTls, grpcError, shutdownServer, unary } from './grpc-server.js';
 import { LOCAL_ISSUER, loadOrCreateSecret, signJwtHs256 } from './jwt.js';
+import { DeviceFlows, OfferedKeys } from './device-flows.js';
 import { keyMatches, parseRequestKey } from './keys.js';
 import { verifyPassword } from './password.js';
 import { UserStore, type LocalUser } from './users.js';
+import { registerOnboardingPage } from './web/onboarding-page.js';
+import type { LocalWeb } from './web/server.js';
 
 export const LOCAL_SOURCE = 'local';
 export const LOCAL_ORG = 'local';
+/** The device-flow provider name the local identity reports. */
+export const LOCAL_PROVIDER = 'local';
 const TOKEN_TTL_SEC = 3600;
 const NO_ONBOARDING = 'onboarding is not available in the local identity service';
+const USERNAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
 export interface LocalIdentityOptions {
   dataDir: string;
@@ -41,10 +49,21 @@ export interface LocalIdentityOptions {
   /** Serve TLS with this certificate (plaintext h2c when absent). */
   tls?: ServerTls;
   logger?: Logger;
+  /**
+   * Lets unknown users onboard (GetUserOnboardCapability says yes for any valid, unused name): a device
+   * flow whose code a person enters on the approval page served by `web`. Off when absent.
+   */
+  onboarding?: {
+    web: LocalWeb;
+    /** Validity of a user code in seconds; default 600. */
+    expiresInS?: number;
+  };
 }
 
 export interface LocalIdentity {
   address: string;
+  /** The approval page (with onboarding), e.g. http://127.0.0.1:8080/onboard. */
+  approvalUrl?: string;
   close(): Promise<void>;
 }
 
@@ -66,6 +85,8 @@ function toProto(u: LocalUser): User {
     source: LOCAL_SOURCE,
     shell: u.shell,
     sudo: u.sudo,
+    // Ours (common.v1.User.has_password = 100): lets the gateway offer password only to users with one.
+    hasPassword: u.passwordHash !== undefined,
   });
 }
 
@@ -87,6 +108,20 @@ export async function startLocalIdentity(opts: LocalIdentityOptions): Promise<Lo
   const users = new UserStore({ dataDir: opts.dataDir, homeDir: opts.homeDir, log });
   const secret = loadOrCreateSecret(opts.dataDir);
   const tf = opts.tokenFile;
+  const flows = opts.onboarding
+    ? new DeviceFlows({ expiresInS: opts.onboarding.expiresInS ?? 600 })
+    : undefined;
+  const offered = new OfferedKeys();
+  const approval =
+    opts.onboarding && flows
+      ? registerOnboardingPage(opts.onboarding.web, { flows, offered, users, log })
+      : undefined;
+  const approvalUrl = approval?.url;
+  /** A name that could be onboarded: valid for users.yaml and not in use. */
+  const onboardable = (username: string): string | undefined => {
+    const name = username.trim().toLowerCase();
+    return USERNAME_RE.test(name) && !users.lookup(name) ? name : undefined;
+  };
 
   const impl: IdentityServiceServer = {
     findUser: unary(tf, log, 'FindUser', (req: FindUserRequest) => {
@@ -104,6 +139,9 @@ export async function startLocalIdentity(opts: LocalIdentityOptions): Promise<Lo
           'public_key must be an authorized_keys line "<type> <base64 blob>"',
         );
       }
+      const unknownName = flows ? onboardable(req.username) : undefined;
+      // An unknown user's key is remembered for the approval page (the gateway passes it on as a hint).
+      if (unknownName) offered.note(unknownName, key);
       const u = mustFind(users, req.username);
       const valid = keyMatches(key, u.keys);
       log.info({ user: u.name, keyType: key.type, valid }, 'public key check');
@@ -144,25 +182,61 @@ export async function startLocalIdentity(opts: LocalIdentityOptions): Promise<Lo
       return IssueUserTokenResponse.fromPartial({ userToken: token });
     }),
 
-    getUserOnboardCapability: unary(tf, log, 'GetUserOnboardCapability', (req: Username) =>
-      UserOnboardCapability.fromPartial({ provider: '', username: req.username, canOnboard: false }),
-    ),
+    getUserOnboardCapability: unary(tf, log, 'GetUserOnboardCapability', (req: Username) => {
+      const canOnboard = flows !== undefined && onboardable(req.username) !== undefined;
+      return UserOnboardCapability.fromPartial({
+        provider: flows ? LOCAL_PROVIDER : '',
+        username: req.username,
+        canOnboard,
+      });
+    }),
 
     onboardUserDeviceFlow: unary(
       tf,
       log,
       'OnboardUserDeviceFlow',
-      (_req: OnboardUserDeviceFlowRequest): OnboardUserDeviceFlow => {
-        throw grpcError(status.FAILED_PRECONDITION, NO_ONBOARDING);
+      (req: OnboardUserDeviceFlowRequest): OnboardUserDeviceFlow => {
+        if (!flows || !approvalUrl) throw grpcError(status.FAILED_PRECONDITION, NO_ONBOARDING);
+        if (req.provider && req.provider !== LOCAL_PROVIDER)
+          throw grpcError(status.INVALID_ARGUMENT, `unknown provider "${req.provider}" (want "local")`);
+        const name = onboardable(requireName(req.username));
+        if (!name)
+          throw grpcError(status.FAILED_PRECONDITION, `user "${req.username.trim()}" cannot be onboarded`);
+        const f = flows.start(name, LOCAL_PROVIDER);
+        if (!f) throw grpcError(status.RESOURCE_EXHAUSTED, 'too many onboardings in progress');
+        log.info({ user: name, expiresIn: flows.expiresInS }, 'device flow started');
+        return {
+          provider: LOCAL_PROVIDER,
+          username: name,
+          userCode: f.userCode,
+          verificationUrl: approvalUrl,
+          expiresIn: flows.expiresInS,
+        };
       },
     ),
 
+    // Polled by the gateway: OK once approved (or the user exists), PERMISSION_DENIED when denied,
+    // FAILED_PRECONDITION while pending, NOT_FOUND when there is no flow (expired, replaced, never).
     completeUserDeviceFlow: unary(
       tf,
       log,
       'CompleteUserDeviceFlow',
-      (_req: CompleteUserDeviceFlowRequest): CompleteUserDeviceFlowResponse => {
-        throw grpcError(status.FAILED_PRECONDITION, NO_ONBOARDING);
+      (req: CompleteUserDeviceFlowRequest): CompleteUserDeviceFlowResponse => {
+        if (!flows) throw grpcError(status.FAILED_PRECONDITION, NO_ONBOARDING);
+        const name = requireName(req.username).toLowerCase();
+        const f = flows.forUser(name);
+        if (f?.state === 'denied')
+          throw grpcError(status.PERMISSION_DENIED, `onboarding of user "${name}" was denied`);
+        // Approved, or the user exists by now (added by hand): onboarding is complete.
+        if (f?.state === 'approved' || users.lookup(name)) {
+          if (f) flows.remove(f);
+          offered.forget(name);
+          log.info({ user: name }, 'device flow completed');
+          return {};
+        }
+        if (!f || flows.expired(f))
+          throw grpcError(status.NOT_FOUND, `no onboarding in progress for user "${name}"`);
+        throw grpcError(status.FAILED_PRECONDITION, 'authorization pending');
       },
     ),
   };
@@ -172,8 +246,13 @@ export async function startLocalIdentity(opts: LocalIdentityOptions): Promise<Lo
   const address = await bindServer(server, opts.listen ?? '127.0.0.1:0', opts.tls);
   log.info({ address, users: users.file }, 'local identity service listening');
   let closed: Promise<void> | undefined;
+  if (approvalUrl) log.info({ url: approvalUrl }, 'onboarding approval page');
   return {
     address,
-    close: () => (closed ??= shutdownServer(server)),
+    approvalUrl,
+    close: () => {
+      approval?.close();
+      return (closed ??= shutdownServer(server));
+    },
   };
 }

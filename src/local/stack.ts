@@ -1,23 +1,33 @@
-// The whole system on one machine: local identity and provisioner (real gRPC servers on loopback)
-// and the gateway configured from config/local.yaml, exactly as in production but with local peers.
+// The whole system on one machine: the local identity, provisioner, policy (authz) and session
+// services (real gRPC servers on loopback), optionally a NATS server, and the gateway configured from
+// config/local.yaml and assembled exactly as in production (createServices), with local peers.
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { homedir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { getLogger, type Logger } from '../ops/log.js';
 import { loadConfig } from '../config/load.js';
-import { createIdentityClient } from '../backends/identity.js';
-import { createProvisionerClient } from '../backends/provisioner.js';
 import { generateHostKey } from '../gateway/hostkeys.js';
 import {
-  assertSupported,
   createGateway,
   gatewayOptionsFromConfig,
   type GatewayBackends,
   type RunningGateway,
 } from '../gateway/server.js';
+import { createServices } from '../gateway/services.js';
+import { GatewayMetrics } from '../ops/metrics.js';
+import {
+  ensureLocalBuckets,
+  natsServerAvailable,
+  startLocalNats,
+  useLocalNats,
+  type LocalNats,
+} from './nats-server.js';
+import { startLocalSessions, type LocalSessions } from './sessions/index.js';
 import { startLocalIdentity, type LocalIdentity } from './identity.js';
+import { startLocalPolicy, type LocalPolicy } from './policy.js';
 import { startLocalProvisioner, type LocalProvisioner } from './provisioner.js';
+import { startLocalWeb, type LocalWeb } from './web/server.js';
 
 const REPO = resolve(new URL('../..', import.meta.url).pathname);
 
@@ -35,10 +45,16 @@ export interface LocalStackOptions {
   /** Simulated image pull before each workspace start (local provisioner `pullDelayMs`). */
   pullDelayMs?: number;
   /** Gateway collaborators that have no config key (tests: fault hooks, a stand-in authorizer). */
-  backends?: Pick<GatewayBackends, 'authorizer' | 'userToken' | 'hooks' | 'recorders' | 'overrides'>;
+  backends?: Partial<Pick<GatewayBackends, 'authorizer' | 'userToken' | 'hooks' | 'recorders' | 'overrides'>>;
+  /** Start Debian's nats-server (JetStream, loopback) and point the gateway at it (`npm start -- --nats`). */
+  nats?: boolean;
   /** Extra config overrides, applied after loading (tests use it for sftpBinary etc.). */
   override?: (cfg: Awaited<ReturnType<typeof loadConfig>>['config']) => void;
   logger?: Logger;
+  /** host:port of the local web pages (onboarding approval); default 127.0.0.1:0. */
+  webListen?: string;
+  /** Validity of onboarding codes in seconds (default 600). */
+  onboardingExpiresInS?: number;
 }
 
 export interface LocalStack {
@@ -46,6 +62,19 @@ export interface LocalStack {
   /** Replaceable, so tests can take identity down and bring it back on the same address. */
   identity: LocalIdentity;
   provisioner: LocalProvisioner;
+  /** The local authz service (rules in <data-dir>/policy.yaml). */
+  policy: LocalPolicy;
+  /** The local session service (sessions and recordings under <data-dir>/recordings). */
+  sessions: LocalSessions;
+  /** The local web server (onboarding approval and sessions pages). */
+  web: LocalWeb;
+  /** Where a person approves a new user's onboarding. */
+  approvalUrl: string;
+  /** The sessions page (live and ended sessions, recordings with a player). */
+  sessionsUrl: string;
+  /** The NATS server started with `nats: true`. */
+  nats: LocalNats | undefined;
+  metrics: GatewayMetrics;
   /** A client key the stack created because the OS user had none, else undefined. */
   clientKey: string | undefined;
   sshCommand: string;
@@ -63,8 +92,25 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   const home = opts.homeDir ?? homedir();
   const clientKey = ensureClientKey(dataDir, home, log);
 
-  const identity = await startLocalIdentity({ dataDir, homeDir: home, logger: getLogger('identity') });
+  const [webHost, webPort] = splitHostPort(opts.webListen ?? '127.0.0.1:0');
+  const web = await startLocalWeb({ host: webHost, port: webPort }, getLogger('local-web'));
+  let identity: LocalIdentity;
+  try {
+    // Unknown users may onboard: the approval page is on `web` (docs/policy.md).
+    identity = await startLocalIdentity({
+      dataDir,
+      homeDir: home,
+      logger: getLogger('identity'),
+      onboarding: { web, expiresInS: opts.onboardingExpiresInS },
+    });
+  } catch (e) {
+    await web.close();
+    throw e;
+  }
   let provisioner: LocalProvisioner | undefined;
+  let policy: LocalPolicy | undefined;
+  let sessions: LocalSessions | undefined;
+  let nats: LocalNats | undefined;
   try {
     provisioner = await startLocalProvisioner({
       dataDir,
@@ -73,6 +119,14 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       pullDelayMs: opts.pullDelayMs,
       logger: getLogger('provisioner'),
     });
+    policy = await startLocalPolicy({ dataDir, logger: getLogger('policy') });
+    sessions = await startLocalSessions({ dataDir, web, logger: getLogger('session') });
+    if (opts.nats) {
+      if (!natsServerAvailable())
+        throw new Error('--nats needs nats-server (Debian package nats-server) on the PATH');
+      nats = await startLocalNats({ dataDir, logger: getLogger('nats-server') });
+      await ensureLocalBuckets(nats.url);
+    }
     const [host, port] = splitHostPort(opts.listen);
     const { config, warnings } = await loadConfig(opts.configPath ?? join(REPO, 'config/local.yaml'), {
       ...process.env,
@@ -82,17 +136,26 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       LOCAL_DATA_DIR: dataDir,
       LOCAL_IDENTITY_ADDR: identity.address,
       LOCAL_PROVISIONER_ADDR: provisioner.address,
+      LOCAL_AUTHZ_ADDR: policy.address,
+      LOCAL_SESSION_ADDR: sessions.address,
     });
     for (const w of warnings) log.warn(w);
+    if (nats) useLocalNats(config, nats.url);
     opts.override?.(config);
-    assertSupported(config);
-    const idClient = createIdentityClient(config.identity);
-    const provClient = createProvisionerClient(config.provisioner);
-    const gateway = await createGateway(
-      { ...gatewayOptionsFromConfig(config), port },
-      { identity: idClient, provisioner: provClient, ...opts.backends },
-      getLogger('ssh-server'),
-    );
+    const metrics = new GatewayMetrics();
+    const services = createServices(config, { metrics });
+    let gateway: RunningGateway;
+    try {
+      gateway = await createGateway(
+        { ...gatewayOptionsFromConfig(config), port },
+        { ...services.backends, ...opts.backends },
+        getLogger('ssh-server'),
+      );
+    } catch (e) {
+      await services.close();
+      throw e;
+    }
+    services.attach(gateway.registry);
     const user = userInfo().username;
     const keyOpt = clientKey ? ` -i ${clientKey}` : '';
     const sshCommand = `ssh -p ${gateway.port}${keyOpt} -o StrictHostKeyChecking=accept-new ${user}@${gateway.host}`;
@@ -100,20 +163,34 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       gateway,
       identity,
       provisioner,
+      policy,
+      sessions,
+      web,
+      approvalUrl: identity.approvalUrl ?? `${web.url}/onboard`,
+      sessionsUrl: sessions.pageUrl ?? `${web.url}/sessions`,
+      nats,
+      metrics,
       clientKey,
       sshCommand,
       async stop() {
         await gateway.stop();
-        idClient.close();
-        provClient.close();
+        await services.close();
         await stack.provisioner.close();
         await stack.identity.close();
+        await policy?.close();
+        await sessions?.close();
+        await nats?.stop();
+        await web.close();
       },
     };
     return stack;
   } catch (e) {
     await provisioner?.close();
+    await policy?.close();
+    await sessions?.close();
+    await nats?.stop();
     await identity.close();
+    await web.close();
     throw e;
   }
 }

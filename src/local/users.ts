@@ -3,10 +3,11 @@
 // users.yaml is checked on every lookup (one stat) and re-read when it changed; a malformed file keeps
 // the last good version and logs an error naming the file and the problem. The OS user's keys are read
 // from `<home>/.ssh/authorized_keys` and every `<home>/.ssh/*.pub` on each lookup, so new keys work at once.
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
-import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { dirname, join } from 'node:path';
+import { isSeq, parseDocument, parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { errText, type Logger } from '../ops/log.js';
 import { parseAuthorizedKeyLine, parseAuthorizedKeys, type PublicKey } from './keys.js';
@@ -192,5 +193,44 @@ export class UserStore {
     };
     if (!fromFile) return osUser;
     return { ...fromFile, keys: [...osUser.keys, ...fromFile.keys], uid: osUser.uid, gid: osUser.gid };
+  }
+}
+
+export class UsersFileError extends Error {}
+
+/**
+ * Adds a user to users.yaml (comments and layout of the rest are kept), atomically: the new text is
+ * validated, written to a temporary file (mode 0600) in the same directory and renamed over the old
+ * one, so a reader never sees half a file. Throws UsersFileError when the current file is invalid or
+ * the user exists.
+ */
+export function addUserToFile(file: string, user: { name: string; authorizedKeys: string[] }): void {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  try {
+    if (parseUsersYaml(text).has(user.name.toLowerCase()))
+      throw new UsersFileError(`user "${user.name}" already exists in ${file}`);
+  } catch (e) {
+    if (e instanceof UsersFileError) throw e;
+    throw new UsersFileError(`${file} is invalid (${errText(e)}); fix it first`);
+  }
+  const doc = parseDocument(text || 'users: []\n', { uniqueKeys: true });
+  const users = doc.get('users');
+  const entry = doc.createNode({ name: user.name, authorizedKeys: user.authorizedKeys });
+  if (isSeq(users)) users.add(entry);
+  else doc.set('users', doc.createNode([{ name: user.name, authorizedKeys: user.authorizedKeys }]));
+  const out = doc.toString({ lineWidth: 0 });
+  parseUsersYaml(out); // never write what the store would refuse
+  const tmp = join(dirname(file), `.users.yaml.${process.pid}.${randomBytes(4).toString('hex')}`);
+  try {
+    writeFileSync(tmp, out, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
   }
 }

@@ -34,3 +34,8 @@ export const VERSION = process.env.SSH_PROXY_VERSION || built.version;
 export const COMMIT = process.env.SSH_PROXY_COMMIT || built.commit;
 export const DESCRIPTION =
   'Terminates SSH for k8shell workspaces and proxies channel traffic to the in-workspace k8shelld daemon.';
+
+/** The SSH identification (`SSH-2.0-<this>`), as the reference: `ssh-proxy_<VERSION>/<COMMIT>_k8shell.io`. */
+export function sshIdent(): string {
+  return `ssh-proxy_${VERSION}/${COMMIT}_k8shell.io`;
+}

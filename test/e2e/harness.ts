@@ -32,6 +32,8 @@ export interface E2EOptions {
   backends?: LocalStackOptions['backends'];
   /** Further config changes (after the harness's own). */
   configure?: LocalStackOptions['override'];
+  /** Validity of onboarding codes issued by the local identity (default 600 s). */
+  onboardingExpiresInS?: number;
 }
 
 function keygen(path: string): string {
@@ -67,6 +69,7 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     idleTimeoutMs: opts.idleTimeoutMs,
     pullDelayMs: opts.pullDelayMs,
     backends: opts.backends,
+    onboardingExpiresInS: opts.onboardingExpiresInS,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       if (opts.maxDirectTcpip !== undefined) cfg.server.maxDirectTCPIPConnections = opts.maxDirectTcpip;
@@ -196,5 +199,6 @@ export async function identityUp(e: E2E, address: string): Promise<void> {
     dataDir: e.dir.join('data'),
     homeDir: e.dir.join('home'),
     listen: address,
+    onboarding: { web: e.stack.web },
   });
 }

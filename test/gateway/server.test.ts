@@ -1,6 +1,6 @@
 // Gateway SSH-level behaviour that needs no workspace: version string, login grace time, and the
 // limit on authentication attempts. Real local identity/provisioner, real OpenSSH client.
-import { DEFAULT_ACCEPT_ENV } from '../../src/config/schema.js';
+import { testGatewayOptions } from '../helpers/gateway-options.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -43,42 +43,10 @@ describe('gateway SSH server', { timeout: 60_000 }, () => {
       () => id.close(),
       () => prov.close(),
     );
-    gw = await createGateway(
-      {
-        host: '127.0.0.1',
-        port: 0,
-        hostKeys: [readFileSync(hostKey)],
-        handshakeTimeoutMs: 3000,
-        maxAuthTries: 6,
-        keepaliveIntervalMs: 15_000,
-        keepaliveCountMax: 3,
-        ciphers: ['aes128-gcm@openssh.com'],
-        authzTimeoutMs: 5000,
-        channels: {
-          sftpBinary: '/usr/lib/openssh/sftp-server',
-          maxDirectTcpip: 15,
-          maxStreamLocal: 15,
-          maxSessions: 10,
-          acceptEnv: DEFAULT_ACCEPT_ENV,
-          maxEnvCount: 64,
-          maxEnvBytes: 65536,
-          dialTimeoutMs: 30_000,
-          writerOptions: {
-            showProvisionInfo: false,
-            showPulse: false,
-            showPercentage: false,
-            showErrors: true,
-            showSystemErrors: true,
-          },
-        },
-        workspace: {
-          provisionTimeoutS: 30,
-          handshakeTimeoutMs: 5000,
-          k8shelld: { caCertPath: '/nonexistent' },
-        },
-      },
-      { identity: id, provisioner: prov },
-    );
+    gw = await createGateway(testGatewayOptions(readFileSync(hostKey), { handshakeTimeoutMs: 3000 }), {
+      identity: id,
+      provisioner: prov,
+    });
   });
   after(async () => {
     await gw?.stop();

@@ -99,6 +99,9 @@ ${extra}`;
     assert.equal(m.locked, true);
     assert.equal(m.isValid, false);
     assert.equal((await findUser('bob')).shell, '/bin/bash');
+    // Ours (has_password, field 100): only alice has a password.
+    assert.equal(u.hasPassword, true);
+    assert.equal((await findUser('bob')).hasPassword, false);
   });
 
   test('FindUser of an unknown user is NOT_FOUND with a message', async () => {
@@ -212,7 +215,7 @@ ${extra}`;
     );
   });
 
-  test('onboarding is not offered', async () => {
+  test('onboarding is not offered unless enabled', async () => {
     const capRes = await unaryP<UserOnboardCapability>((cb) =>
       client.getUserOnboardCapability({ username: 'newbie' }, cb),
     );

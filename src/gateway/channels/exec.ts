@@ -5,10 +5,11 @@ import { Capability } from '../../backends/k8shelld.js';
 import { describeGrpcError, isCleanEnd } from '../../backends/grpc.js';
 import { canWrite, type Ending } from '../relay.js';
 import { callInput, callOutcome, isTransportFailure, streamFailureNote } from './call.js';
+import { wireCommand, type SshText } from '../raw-text.js';
 import type { SessionRun } from './session-context.js';
 
 export type ExecKind =
-  | { type: 'exec'; id: string; command: string; shellBinary: string }
+  | { type: 'exec'; id: string; command: SshText; shellBinary: string }
   | { type: 'sftp'; id: string; sftpBinary: string };
 
 /** Exit code of `sh -c` when the command is not found. */
@@ -26,10 +27,12 @@ export async function runExec(
     kind.type === 'exec'
       ? CommandDetails.fromPartial({
           asUser: run.asUser,
-          command: kind.command,
+          // Exact bytes (command_raw) when the command is not UTF-8.
+          ...wireCommand(kind.command),
           // The daemon falls back to the passwd shell when this is empty or unusable.
           shellBinary: kind.shellBinary,
-          envVars: run.env,
+          envVars: run.env.envVars,
+          envVarsRaw: run.env.envVarsRaw,
           usePty: pty !== undefined,
           width: pty?.cols ?? 0,
           height: pty?.rows ?? 0,

@@ -3,6 +3,7 @@
 import type { Logger } from '../../ops/log.js';
 import type { GatewayConnection } from '../connection.js';
 import type { ChannelRelay } from '../relay.js';
+import type { SshText } from '../raw-text.js';
 import type { BoundWorkspace } from '../workspace.js';
 
 export interface PtyInfo {
@@ -21,7 +22,8 @@ export interface RunningProcess {
 /** Everything that belongs to one session channel (never shared across channels, §23.b). */
 export class SessionState {
   pty: PtyInfo | undefined;
-  readonly env: Array<[string, string]> = [];
+  /** Accepted `env` requests, as the client sent them (exact bytes, patch 012). */
+  readonly env: Array<[SshText, SshText]> = [];
   envBytes = 0;
   agentRequested = false;
   started = false;
@@ -40,6 +42,9 @@ export interface SessionRun {
   log: Logger;
   /** The OS user to run as (`user=`), '' for the workspace's default user. */
   asUser: string;
-  /** The complete login environment (`KEY=value`), SSH_AUTH_SOCK included when forwarded. */
-  env: string[];
+  /**
+   * The complete login environment (`KEY=value`, SSH_AUTH_SOCK included when forwarded), as strings
+   * plus the exact bytes when some entry is not UTF-8 (wire-protocol extension, docs/clients.md).
+   */
+  env: { envVars: string[]; envVarsRaw: Buffer[] };
 }

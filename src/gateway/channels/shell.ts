@@ -21,7 +21,8 @@ export async function runShell(
       startRequest: ShellStartRequest.fromPartial({
         asUser: run.asUser,
         cmdShell: '/bin/sh',
-        setEnvVars: run.env,
+        setEnvVars: run.env.envVars,
+        setEnvVarsRaw: run.env.envVarsRaw,
         usePty: pty !== undefined,
         width: pty?.cols ?? 0,
         height: pty?.rows ?? 0,

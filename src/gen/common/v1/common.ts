@@ -36,6 +36,12 @@ export interface User {
   sudo: boolean;
   manageRepos: string;
   gitAddress: string;
+  /**
+   * Project extension (wire-protocol.md §9 rules, 100+): whether the user can log in with a password.
+   * Our local identity sets it; a reference identity leaves it unset, and then the gateway offers
+   * password as the reference does. Only ever "true"/"false" here, never the password itself.
+   */
+  hasPassword?: boolean | undefined;
 }
 
 export interface UserOnboardCapability {
@@ -130,6 +136,7 @@ function createBaseUser(): User {
     sudo: false,
     manageRepos: "",
     gitAddress: "",
+    hasPassword: undefined,
   };
 }
 
@@ -185,6 +192,9 @@ export const User: MessageFns<User> = {
     }
     if (message.gitAddress !== "") {
       writer.uint32(186).string(message.gitAddress);
+    }
+    if (message.hasPassword !== undefined) {
+      writer.uint32(800).bool(message.hasPassword);
     }
     return writer;
   },
@@ -338,6 +348,14 @@ export const User: MessageFns<User> = {
             message.gitAddress = reader.string();
             continue;
           }
+          case 100: {
+            if (tag !== 800) {
+              break;
+            }
+
+            message.hasPassword = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -372,6 +390,7 @@ export const User: MessageFns<User> = {
     message.sudo = object.sudo ?? false;
     message.manageRepos = object.manageRepos ?? "";
     message.gitAddress = object.gitAddress ?? "";
+    message.hasPassword = object.hasPassword ?? undefined;
     return message;
   },
 };

@@ -1,0 +1,41 @@
+// The forking parent (`server.forking: true`): accepts and hands each socket to a child process. It
+// loads no backend client (reference §4.2); health and metrics describe the parent itself.
+import type { Config } from '../config/load.js';
+import { errText, getLogger, type Logger } from '../ops/log.js';
+import { ForkingParent, forkingOptionsFromConfig } from '../gateway/forking.js';
+import { GatewayMetrics } from '../ops/metrics.js';
+import { gatewayReadiness, startHealthServer } from '../ops/health.js';
+import { COMMIT, VERSION, sshIdent } from '../ops/version.js';
+
+export async function runForkingParent(
+  config: Config,
+  cli: { configPath: string; logtext: boolean },
+  log: Logger,
+): Promise<void> {
+  const metrics = new GatewayMetrics({ version: VERSION, commit: COMMIT });
+  try {
+    const parent = await ForkingParent.start(
+      forkingOptionsFromConfig(config.server, cli, {
+        ident: `SSH-2.0-${sshIdent()}`,
+        log: getLogger('ssh-server'),
+        metrics,
+      }),
+    );
+    if (config.metrics.address) {
+      // The process exits with the parent; the health listener goes with it.
+      await startHealthServer({
+        address: config.metrics.address,
+        metrics,
+        readiness: gatewayReadiness({
+          listening: () => parent.isAccepting,
+          draining: () => parent.isDraining,
+        }),
+        log: getLogger('metrics'),
+      });
+    }
+    parent.installSignalHandlers();
+  } catch (err) {
+    log.error(`Failed to start server: ${errText(err)}`);
+    process.exit(1);
+  }
+}

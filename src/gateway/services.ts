@@ -1,0 +1,93 @@
+// Every backend collaborator of the gateway, built from the configuration: identity, provisioner,
+// authz with the user-token cache, the session service (tracking and recordings), NATS (failure
+// events, user locks, recording overrides). The production entry, forked children and the local
+// stack all assemble the gateway through this one function, so tests exercise the production wiring.
+import type { Config } from '../config/load.js';
+import { getLogger, type Logger } from '../ops/log.js';
+import type { GatewayMetrics } from '../ops/metrics.js';
+import type { Probe } from '../ops/health.js';
+import { createAuthorizer } from '../backends/authz.js';
+import { createIdentityClient } from '../backends/identity.js';
+import { createProvisionerClient } from '../backends/provisioner.js';
+import { sessionClientFromConfig } from '../backends/session.js';
+import { createUserTokenCache } from '../backends/user-token.js';
+import { startNats, type NatsServices } from '../backends/nats-services.js';
+import { closeLockedUserConnections } from '../backends/nats-locks.js';
+import { recordersFromConfig, recordersObserver, recordingConfigWarning } from './recorder.js';
+import { sessionTrackerFromConfig } from './session-tracking.js';
+import type { ConnectionRegistry, ConnectionObserver } from './registry.js';
+import type { GatewayBackends } from './server.js';
+import type { TestHooks } from './dispatcher.js';
+
+export interface GatewayServices {
+  backends: GatewayBackends;
+  /** Readiness probes of the essential backends (identity, provisioner). */
+  probes: Record<string, Probe>;
+  /** Connects what needs the live gateway (the lock watcher closes connections of its registry). */
+  attach(registry: ConnectionRegistry): void;
+  /** Closes every client; call after the gateway stopped (EndSession calls are done by then). */
+  close(): Promise<void>;
+}
+
+export function createServices(
+  config: Config,
+  opts: { log?: Logger; metrics?: GatewayMetrics; hooks?: TestHooks } = {},
+): GatewayServices {
+  const log = opts.log ?? getLogger('ssh-server');
+  if (!config.identity.address) log.warn('identity.address is not set: every login will be denied');
+  if (!config.provisioner.address) log.warn('provisioner.address is not set: no workspace can be reached');
+  // Clients connect lazily: an unreachable service is reported at first use, never by a crash.
+  const identity = createIdentityClient(config.identity);
+  const provisioner = createProvisionerClient(config.provisioner);
+  const authorizer = createAuthorizer(config.authz);
+  const tokens = authorizer.configured ? createUserTokenCache(identity) : undefined;
+  const sessionClient = sessionClientFromConfig(config);
+  const recorders = recordersFromConfig(config, sessionClient, getLogger('recorder'));
+  const warning = recordingConfigWarning(config);
+  if (warning) log.warn(warning);
+  const observers: ConnectionObserver[] = [recordersObserver(recorders)];
+  const tracker = sessionTrackerFromConfig(config, sessionClient, getLogger('session'));
+  if (tracker) observers.push(tracker);
+
+  let registry: ConnectionRegistry | undefined;
+  const natsLog = getLogger('nats');
+  const nats: NatsServices = startNats(config, {
+    log: natsLog,
+    onLocked: (username) => {
+      if (registry) closeLockedUserConnections(registry, username, natsLog);
+    },
+  });
+
+  const backends: GatewayBackends = {
+    identity,
+    provisioner,
+    authorizer,
+    userToken: tokens
+      ? (u) => tokens.get(u.user.username || u.userstr.username, u.user.source, AbortSignal.timeout(15_000))
+      : undefined,
+    userTokenFor: tokens ? (username, source, signal) => tokens.get(username, source, signal) : undefined,
+    recorders,
+    overrides: nats.overrides,
+    observers,
+    onLoginFailed: (f) => nats.publisher.publish(f),
+    metrics: opts.metrics,
+    hooks: opts.hooks,
+  };
+  return {
+    backends,
+    probes: {
+      identity: () => identity.ready(1000),
+      provisioner: () => provisioner.ready(1000),
+    },
+    attach(r) {
+      registry = r;
+    },
+    async close() {
+      await nats.stop();
+      identity.close();
+      provisioner.close();
+      authorizer.close();
+      sessionClient?.close();
+    },
+  };
+}
