@@ -441,9 +441,13 @@ export class Dispatcher {
     } catch (e) {
       const err = e instanceof WorkspaceError ? e : new WorkspaceError('system', 'internal', errText(e));
       log.warn({ err: err.message, code: err.code }, `${what.type}: workspace unavailable`);
-      // On PTY shells a message that the progress output already showed is not repeated (§23.e).
+      // On PTY shells a message that the progress output already showed is not repeated (§23.e); a
+      // cancellation (Ctrl+C) never went through the progress output.
       const shown =
-        what.type === 'shell' && isPty && (err.category === 'user' ? wo.showErrors : wo.showSystemErrors);
+        err.code !== 'cancelled' &&
+        what.type === 'shell' &&
+        isPty &&
+        (err.category === 'user' ? wo.showErrors : wo.showSystemErrors);
       return refuse(shown ? undefined : err.userMessage);
     } finally {
       relay.watchEarlyInput(undefined);

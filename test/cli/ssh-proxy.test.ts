@@ -1,4 +1,5 @@
 // Spawns the real CLI (through tsx) and checks exit codes, streams and log lines.
+import { waitFor } from '../helpers/wait.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -48,14 +49,6 @@ async function run(args: string[], env: NodeJS.ProcessEnv = {}) {
   const { code } = await r.exited;
   clearTimeout(timer);
   return { code, stdout: r.stdout(), stderr: r.stderr() };
-}
-
-async function waitFor(cond: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function logLines(stdout: string): { msg?: string; component?: string; level?: number }[] {
@@ -146,10 +139,10 @@ describe('ssh-proxy CLI', () => {
     );
     const r = start(['--config', file]);
     // Whether the gateway then starts or fails is not this test's business: stop it either way.
-    await waitFor(
-      () => r.stdout().includes('Configuration warning') || r.child.exitCode !== null,
-      DEADLINE_MS,
-    );
+    await waitFor(() => r.stdout().includes('Configuration warning') || r.child.exitCode !== null, {
+      timeoutMs: DEADLINE_MS,
+      what: 'the warning or the exit',
+    });
     if (r.child.exitCode === null) r.child.kill('SIGTERM');
     const timer = setTimeout(() => r.child.kill('SIGKILL'), DEADLINE_MS);
     await r.exited;

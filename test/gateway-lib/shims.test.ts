@@ -14,7 +14,8 @@ import {
   rejectOpen,
   serverSigAlgsValue,
 } from '../../src/gateway/ssh2-shims/index.js';
-import { keygen, runSsh, startServer, tempDir, waitFor, type TestServer } from './sshHarness.js';
+import { waitFor } from '../helpers/wait.js';
+import { keygen, runSsh, startServer, tempDir, type TestServer } from './sshHarness.js';
 
 const tmp = tempDir('shims-');
 let hostKey = '';
@@ -275,7 +276,7 @@ describe('openAgentChannel', () => {
     });
     try {
       await runSsh(s2.port, edKey, ['u@127.0.0.1', 'x']);
-      await waitFor(() => closedClient !== undefined, 5000, 'connection close');
+      await waitFor(() => closedClient !== undefined, { timeoutMs: 5000, what: 'connection close' });
       await assert.rejects(openAgentChannel(closedClient as Connection), /connection closed/);
     } finally {
       await s2.close();

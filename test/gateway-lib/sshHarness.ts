@@ -22,15 +22,6 @@ export function keygen(dir: string, name: string, type: 'ed25519' | 'rsa'): stri
   return path;
 }
 
-export async function waitFor(cond: () => boolean, timeoutMs: number, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 export interface TestServer {
   port: number;
   /** Authentication requests seen: `<method>:<key algo>:<hash algo>`. */

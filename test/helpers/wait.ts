@@ -10,6 +10,8 @@ export interface WaitOptions {
   intervalMs?: number;
   /** Included in the timeout error to say what was awaited. */
   what?: string;
+  /** Checked before each poll: a string ends the wait at once with that reason (e.g. "process exited"). */
+  failIf?: () => string | undefined;
 }
 
 /**
@@ -27,6 +29,8 @@ export async function waitFor<T>(
   const end = Date.now() + timeoutMs;
   let lastErr: unknown;
   for (;;) {
+    const fatal = opts.failIf?.();
+    if (fatal) throw new Error(`${opts.what ?? 'condition'}: ${fatal}`);
     try {
       const v = await cond();
       if (v) return v as NonNullable<T>;

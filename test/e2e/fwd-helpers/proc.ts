@@ -1,7 +1,7 @@
 // Processes for the forwarding tests: ssh options with an optional real agent, background clients
 // (`ssh -N -L …`, ControlMaster) that are always killed in `after`, and runs with their own env.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { setTimeout as delay } from 'node:timers/promises';
+import { waitFor } from '../../helpers/wait.js';
 import {
   run,
   sshBaseArgs,
@@ -79,32 +79,21 @@ export class Processes {
   }
 }
 
-/** Waits for `cond` like waitFor, but fails at once with the client's stderr if `bg` exits first. */
-export async function waitWhileRunning<T>(
+/** waitFor that fails at once, with the client's stderr, if `bg` exits first. */
+export function waitWhileRunning<T>(
   bg: Background,
   cond: () => T | Promise<T>,
   what: string,
   timeoutMs = 20_000,
 ): Promise<NonNullable<T>> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    if (bg.child.exitCode !== null || bg.child.signalCode !== null)
-      throw new Error(
-        `${what}: process exited (${bg.child.exitCode ?? bg.child.signalCode}); stderr: ${bg.stderr()}`,
-      );
-    try {
-      const v = await cond();
-      if (v) return v as NonNullable<T>;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() >= end)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}; stderr: ${bg.stderr()}`,
-      );
-    await delay(25);
-  }
+  return waitFor(cond, {
+    timeoutMs,
+    what: `${what} (stderr: ${bg.stderr().slice(-2000)})`,
+    failIf: () =>
+      bg.child.exitCode !== null || bg.child.signalCode !== null
+        ? `process exited (${bg.child.exitCode ?? bg.child.signalCode}); stderr: ${bg.stderr()}`
+        : undefined,
+  });
 }
 
 /** Escapes a string for use inside a RegExp. */
