@@ -68,6 +68,8 @@ export interface LocalProvisioner {
   address: string;
   close(): Promise<void>;
   workspaces(): LocalWorkspaceInfo[];
+  /** Completed idle checks (each counts the agents' connections once). */
+  idleChecks(): number;
 }
 
 type EventType = 'event' | 'status' | 'progress';
@@ -540,6 +542,7 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
 
   // Idle check: count established connections to each running agent's port.
   let polling = false;
+  let checks = 0;
   const poll = async () => {
     if (polling || closing) return;
     const running = [...byName.values()].filter((w) => w.agent?.alive() && !w.job && !w.stopping);
@@ -558,6 +561,7 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
       log.error({ err: errText(e) }, 'cannot read TCP connection tables; idle stop skipped');
     } finally {
       polling = false;
+      checks++;
     }
   };
   const idleTimer = setInterval(() => void poll(), idlePollMs);
@@ -589,6 +593,7 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
   return {
     address,
     close: () => (closed ??= close()),
+    idleChecks: () => checks,
     workspaces: () =>
       [...byName.values()].map((ws) => ({
         name: ws.name,

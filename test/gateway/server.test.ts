@@ -82,5 +82,7 @@ describe('gateway SSH server', { timeout: 60_000 }, () => {
     assert.equal(r.code, 255);
     const offered = r.stderr.match(/Offering public key/g)?.length ?? 0;
     assert.equal(offered, 6, `the client got to offer ${offered} keys:\n${r.stderr}`);
+    // Like sshd, the client is told why it was cut off.
+    assert.match(r.stderr, /Received disconnect from .*: ?2: Too many authentication failures/);
   });
 });

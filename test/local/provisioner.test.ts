@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as delay } from 'node:timers/promises';
 import { credentials, status, type ClientReadableStream } from '@grpc/grpc-js';
 import type { WorkspaceDetails } from '../../src/gen/common/v1/common.js';
 import type {
@@ -297,10 +296,14 @@ describe('local provisioner idle stop', () => {
     assert.ok(ws?.pid && ws.address);
     const port = Number(ws.address.split(':').at(-1));
 
-    // While a connection is open the agent stays up. This is an observation window for something that must
-    // NOT happen, so it has to be time-based: several idle timeouts' worth of polls.
+    // While a connection is open the agent stays up: wait for enough idle checks to span several idle
+    // timeouts (each check sees the connection), then it must still be running.
     const sock = await tcpConnect(port);
-    await delay(IDLE_MS * 3);
+    const from = prov.idleChecks();
+    await waitFor(() => prov.idleChecks() >= from + Math.ceil((IDLE_MS * 3) / 50) + 1, {
+      what: 'idle checks while connected',
+      timeoutMs: 30_000,
+    });
     assert.equal(prov.workspaces().find((w) => w.name === name)?.status, 'Running');
     sock.destroy();
 
