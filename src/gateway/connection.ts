@@ -7,7 +7,7 @@ import type { AuthenticatedUser } from './auth.js';
 import type { ProgressWriter, ProvisionEventLike } from './progress.js';
 import type { LiveConnectionInfo } from './registry.js';
 import type { ByteCounters } from './relay.js';
-import { WorkspaceError, type BoundWorkspace } from './workspace.js';
+import { cancelled, raceAbort, type BoundWorkspace } from './workspace.js';
 
 /** Operation codes reported to the session service (reference-behaviour §9.3). */
 export type OpCode = 'sh' | 'pt' | 'ex' | 'sf' | 'af' | 'pf' | 'ux';
@@ -195,26 +195,4 @@ function fanOut(b: Binding): ProgressWriter {
     connecting: (s) => each((w) => w.connecting(s)),
     close: () => undefined,
   };
-}
-
-function cancelled(): WorkspaceError {
-  return new WorkspaceError('user', 'cancelled', 'Workspace start cancelled.');
-}
-
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(cancelled());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(cancelled());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

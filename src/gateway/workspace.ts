@@ -336,7 +336,8 @@ function mapHandshakeError(who: string, text: string): WorkspaceError {
   }
 }
 
-function cancelled(): WorkspaceError {
+/** A wait for the workspace that its channel gave up (Ctrl+C, the channel closed). */
+export function cancelled(): WorkspaceError {
   return new WorkspaceError('user', 'cancelled', 'Workspace start cancelled.');
 }
 
@@ -345,7 +346,8 @@ function asWorkspaceError(e: unknown): WorkspaceError {
   return new WorkspaceError('system', 'internal', errText(e), e);
 }
 
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+/** `p`, or a cancellation as soon as `signal` aborts (`p` itself runs on for other waiters). */
+export function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(cancelled());
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(cancelled());

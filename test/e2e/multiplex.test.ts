@@ -3,10 +3,17 @@
 // the connection usable.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 import { startE2E, type E2E } from './harness.js';
-import { Processes, runEnv, sshArgs, waitWhileRunning, type Background } from './fwd-helpers/proc.js';
+import {
+  Processes,
+  runEnv,
+  sshArgs,
+  startControlMaster,
+  waitWhileRunning,
+  type Background,
+} from './fwd-helpers/proc.js';
 import {
   exchange,
   freePort,
@@ -24,22 +31,7 @@ describe('multiplexing, VS Code pattern and refusals', { timeout: 180_000 }, () 
   const procs = new Processes();
   const servers: Running[] = [];
 
-  /** Starts a ControlMaster for the test user and waits for its control socket. */
-  async function startMaster(path: string): Promise<Background> {
-    const m = procs.start('ssh', [
-      ...sshArgs(e, { logLevel: 'INFO' }),
-      '-o',
-      'ControlMaster=yes',
-      '-o',
-      `ControlPath=${path}`,
-      '-o',
-      'ControlPersist=no',
-      '-N',
-      host,
-    ]);
-    await waitWhileRunning(m, () => existsSync(path), 'the control socket');
-    return m;
-  }
+  const startMaster = (path: string): Promise<Background> => startControlMaster(procs, e, path, host);
 
   /** ssh through an existing master (`-S path`). */
   const viaMaster = (path: string, args: string[], env?: NodeJS.ProcessEnv) =>

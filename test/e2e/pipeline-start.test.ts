@@ -2,10 +2,9 @@
 // channel's wait; the other shell gets its workspace and runs.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 import { startE2E, type E2E } from './harness.js';
-import { Processes, sshArgs, waitWhileRunning } from './fwd-helpers/proc.js';
+import { Processes, sshArgs, startControlMaster, waitWhileRunning } from './fwd-helpers/proc.js';
 
 describe('shared workspace start', { timeout: 180_000 }, () => {
   let e: E2E;
@@ -26,18 +25,7 @@ describe('shared workspace start', { timeout: 180_000 }, () => {
   test('Ctrl+C in one PTY shell cancels only that channel’s wait', async () => {
     const master = tmp.join('m.sock');
     const login = `${e.user}~slow@127.0.0.1`;
-    const m = procs.start('ssh', [
-      ...sshArgs(e, { logLevel: 'INFO' }),
-      '-o',
-      'ControlMaster=yes',
-      '-o',
-      `ControlPath=${master}`,
-      '-o',
-      'ControlPersist=no',
-      '-N',
-      login,
-    ]);
-    await waitWhileRunning(m, () => existsSync(master), 'the control socket');
+    await startControlMaster(procs, e, master, login);
     const shell = () => procs.start('ssh', [...sshArgs(e), '-S', master, '-tt', login]);
     const a = shell();
     const b = shell();

@@ -8,7 +8,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 import { ssh, startE2E, type E2E } from './harness.js';
-import { Processes, runEnv, sshArgs, waitWhileRunning, type Background } from './fwd-helpers/proc.js';
+import {
+  Processes,
+  runEnv,
+  sshArgs,
+  startControlMaster,
+  waitWhileRunning,
+  type Background,
+} from './fwd-helpers/proc.js';
 import { open, readBytes, startEcho, type Running } from './fwd-helpers/servers.js';
 
 const COLD_BLUEPRINTS = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'];
@@ -50,18 +57,7 @@ describe('channel pipeline', { timeout: 600_000 }, () => {
     master = tmp.join('master.sock');
     const r = await ssh(e, e.user, ['true']);
     assert.equal(r.code, 0, r.stderr);
-    const m = procs.start('ssh', [
-      ...sshArgs(e, { logLevel: 'INFO' }),
-      '-o',
-      'ControlMaster=yes',
-      '-o',
-      `ControlPath=${master}`,
-      '-o',
-      'ControlPersist=no',
-      '-N',
-      `${e.user}@127.0.0.1`,
-    ]);
-    await waitWhileRunning(m, () => existsSync(master), 'the control socket');
+    await startControlMaster(procs, e, master);
   });
   after(async () => {
     await procs.stopAll();

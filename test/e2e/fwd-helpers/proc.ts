@@ -1,6 +1,7 @@
 // Processes for the forwarding tests: ssh options with an optional real agent, background clients
 // (`ssh -N -L …`, ControlMaster) that are always killed in `after`, and runs with their own env.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { waitFor } from '../../helpers/wait.js';
 import {
   run,
@@ -134,4 +135,26 @@ export async function startForwarder(
     `ssh ${forwardArgs.join(' ')} to listen`,
   );
   return bg;
+}
+
+/** Starts an OpenSSH ControlMaster (`-N`) for `login` and waits for its control socket at `path`. */
+export async function startControlMaster(
+  procs: Processes,
+  e: E2E,
+  path: string,
+  login = `${e.user}@127.0.0.1`,
+): Promise<Background> {
+  const m = procs.start('ssh', [
+    ...sshArgs(e, { logLevel: 'INFO' }),
+    '-o',
+    'ControlMaster=yes',
+    '-o',
+    `ControlPath=${path}`,
+    '-o',
+    'ControlPersist=no',
+    '-N',
+    login,
+  ]);
+  await waitWhileRunning(m, () => existsSync(path), 'the control socket');
+  return m;
 }
