@@ -14,6 +14,7 @@ import {
   buildRequest,
   invalidRequest,
   type Action,
+  type ActionRequest,
   type Authorizer,
   type Decision,
   type Subject,
@@ -97,7 +98,7 @@ export interface DispatcherDeps {
 }
 
 /** A decision the dispatcher reached; `failed` when the check itself failed (fail closed). */
-type Verdict = Decision & { failed: boolean };
+export type Verdict = Decision & { failed: boolean };
 
 export class Dispatcher {
   private readonly log: Logger;
@@ -131,47 +132,16 @@ export class Dispatcher {
 
   /** Evaluates one action; any failure, timeout or malformed request is a deny. */
   async authorize(action: Action, subject: Subject): Promise<Verdict> {
-    const req = buildRequest(action, subject);
-    const invalid = invalidRequest(req);
-    if (invalid) return deny(`authz: invalid request: ${invalid}`, true);
-    const authorizer = this.deps.authorizer;
-    if (authorizer.configured) {
-      try {
-        req.token = await this.deps.userToken(this.conn.user);
-      } catch (e) {
-        this.log.warn({ action, err: errText(e) }, 'no user token; action denied');
-        return deny('the user token could not be issued', true);
-      }
-    }
-    const abort = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const started = process.hrtime.bigint();
-    const observe = (v: Verdict): Verdict => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.deps.metrics?.authz(action, v.failed ? 'error' : v.allowed ? 'allowed' : 'denied', seconds);
-      return v;
-    };
-    try {
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          abort.abort();
-          reject(new Error(`timed out after ${this.deps.authzTimeoutMs} ms`));
-        }, this.deps.authzTimeoutMs);
-      });
-      const d = await Promise.race([authorizer.evaluate(req, abort.signal), timeout]);
-      if (typeof d?.allowed !== 'boolean') return observe(deny('authz: malformed answer', true));
-      return observe({
-        allowed: d.allowed,
-        reason: d.reason ?? '',
-        obligations: d.obligations ?? {},
-        failed: false,
-      });
-    } catch (e) {
-      this.log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
-      return observe(deny(`authz: evaluate ${action}: ${errText(e)}`, true));
-    } finally {
-      clearTimeout(timer);
-    }
+    return evaluateAction(
+      {
+        authorizer: this.deps.authorizer,
+        timeoutMs: this.deps.authzTimeoutMs,
+        metrics: this.deps.metrics,
+        log: this.log,
+      },
+      buildRequest(action, subject),
+      () => this.deps.userToken(this.conn.user),
+    );
   }
 
   private subject(ws?: BoundWorkspace): Subject {
@@ -770,6 +740,70 @@ export class Dispatcher {
       );
       return undefined;
     }
+  }
+}
+
+export interface AuthzPoint {
+  authorizer: Authorizer;
+  timeoutMs: number;
+  metrics?: GatewayMetrics;
+  log: Logger;
+}
+
+/**
+ * The one call of `Authorizer.evaluate` in the gateway (the dispatcher's actions, and `user:auth` for
+ * the Authenticator): local validation, the user token, a deadline, metrics; every failure, timeout or
+ * malformed answer is a deny with `failed` set (fail closed).
+ */
+export async function evaluateAction(
+  point: AuthzPoint,
+  req: ActionRequest,
+  token: () => Promise<string>,
+  signal?: AbortSignal,
+): Promise<Verdict> {
+  const { action } = req;
+  const invalid = invalidRequest(req);
+  if (invalid) return deny(`authz: invalid request: ${invalid}`, true);
+  const { authorizer, log } = point;
+  if (authorizer.configured) {
+    try {
+      req.token = await token();
+    } catch (e) {
+      log.warn({ action, err: errText(e) }, 'no user token; action denied');
+      return deny('the user token could not be issued', true);
+    }
+  }
+  const abort = new AbortController();
+  const onOuterAbort = () => abort.abort();
+  signal?.addEventListener('abort', onOuterAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const started = process.hrtime.bigint();
+  const observe = (v: Verdict): Verdict => {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    point.metrics?.authz(action, v.failed ? 'error' : v.allowed ? 'allowed' : 'denied', seconds);
+    return v;
+  };
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(new Error(`timed out after ${point.timeoutMs} ms`));
+      }, point.timeoutMs);
+    });
+    const d = await Promise.race([authorizer.evaluate(req, abort.signal), timeout]);
+    if (typeof d?.allowed !== 'boolean') return observe(deny('authz: malformed answer', true));
+    return observe({
+      allowed: d.allowed,
+      reason: d.reason ?? '',
+      obligations: d.obligations ?? {},
+      failed: false,
+    });
+  } catch (e) {
+    log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
+    return observe(deny(`authz: evaluate ${action}: ${errText(e)}`, true));
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onOuterAbort);
   }
 }
 

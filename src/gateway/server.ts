@@ -17,7 +17,7 @@ import { serverAlgorithms } from './algorithms.js';
 import { Authenticator, type AuthenticatedUser, type EvaluateUserAuth } from './auth.js';
 import { allowAll, type Authorizer } from './authorize.js';
 import { GatewayConnection } from './connection.js';
-import { Dispatcher, type ChannelSettings, type TestHooks } from './dispatcher.js';
+import { Dispatcher, evaluateAction, type ChannelSettings, type TestHooks } from './dispatcher.js';
 import { loadHostKeys } from './hostkeys.js';
 import { listen, type Listener } from './listener.js';
 import { armLoginGrace, type LoginGrace } from './login-grace.js';
@@ -167,14 +167,18 @@ export async function createGateway(
   let draining = false;
   let acceptingChannels = true;
 
-  /** `user:auth` through the dispatcher's rules: token first, every failure a deny (fail closed). */
+  /** `user:auth` through the dispatcher's authorization point: token, deadline, fail closed. */
   const evaluateUserAuth: EvaluateUserAuth | undefined = authorizer.configured
-    ? async (req, signal) => {
-        const username = req.resource.id;
-        const source = req.resource.attributes.idp ?? '';
-        const token = backends.userTokenFor ? await backends.userTokenFor(username, source, signal) : '';
-        return authorizer.evaluate({ ...req, token }, signal);
-      }
+    ? (req, signal) =>
+        evaluateAction(
+          { authorizer, timeoutMs: opts.authzTimeoutMs, metrics, log },
+          { ...req },
+          () =>
+            backends.userTokenFor
+              ? backends.userTokenFor(req.resource.id, req.resource.attributes.idp ?? '', signal)
+              : Promise.resolve(''),
+          signal,
+        )
     : undefined;
 
   const server = new Server(
