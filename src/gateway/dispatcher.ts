@@ -12,11 +12,12 @@ import { errText, type Logger } from '../ops/log.js';
 import type { ChannelKind, GatewayMetrics } from '../ops/metrics.js';
 import {
   buildRequest,
+  checkAction,
   invalidRequest,
   type Action,
   type Authorizer,
-  type Decision,
   type Subject,
+  type Verdict,
 } from './authorize.js';
 import type { AuthenticatedUser } from './auth.js';
 import type { GatewayConnection } from './connection.js';
@@ -96,9 +97,6 @@ export interface DispatcherDeps {
   hooks?: TestHooks;
 }
 
-/** A decision the dispatcher reached; `failed` when the check itself failed (fail closed). */
-type Verdict = Decision & { failed: boolean };
-
 export class Dispatcher {
   private readonly log: Logger;
 
@@ -134,44 +132,14 @@ export class Dispatcher {
     const req = buildRequest(action, subject);
     const invalid = invalidRequest(req);
     if (invalid) return deny(`authz: invalid request: ${invalid}`, true);
-    const authorizer = this.deps.authorizer;
-    if (authorizer.configured) {
-      try {
-        req.token = await this.deps.userToken(this.conn.user);
-      } catch (e) {
-        this.log.warn({ action, err: errText(e) }, 'no user token; action denied');
-        return deny('the user token could not be issued', true);
-      }
-    }
-    const abort = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const started = process.hrtime.bigint();
-    const observe = (v: Verdict): Verdict => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      this.deps.metrics?.authz(action, v.failed ? 'error' : v.allowed ? 'allowed' : 'denied', seconds);
-      return v;
-    };
-    try {
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          abort.abort();
-          reject(new Error(`timed out after ${this.deps.authzTimeoutMs} ms`));
-        }, this.deps.authzTimeoutMs);
-      });
-      const d = await Promise.race([authorizer.evaluate(req, abort.signal), timeout]);
-      if (typeof d?.allowed !== 'boolean') return observe(deny('authz: malformed answer', true));
-      return observe({
-        allowed: d.allowed,
-        reason: d.reason ?? '',
-        obligations: d.obligations ?? {},
-        failed: false,
-      });
-    } catch (e) {
-      this.log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
-      return observe(deny(`authz: evaluate ${action}: ${errText(e)}`, true));
-    } finally {
-      clearTimeout(timer);
-    }
+    const metrics = this.deps.metrics;
+    return checkAction(this.deps.authorizer, req, {
+      timeoutMs: this.deps.authzTimeoutMs,
+      userToken: () => this.deps.userToken(this.conn.user),
+      log: this.log,
+      signal: this.conn.closed,
+      observe: metrics ? (a, outcome, seconds) => metrics.authz(a, outcome, seconds) : undefined,
+    });
   }
 
   private subject(ws?: BoundWorkspace): Subject {
@@ -200,11 +168,12 @@ export class Dispatcher {
             mode: userstr.namespace && userstr.workloadName ? 'inject' : 'standalone',
             blueprintKind: userstr.blueprintKind,
           });
+          // The operator log has the cause of a failed check; the user learns only that it failed.
           if (!v.allowed)
             throw new WorkspaceError(
               'user',
               'denied',
-              `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.reason}`,
+              `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.failed ? 'authorization is unavailable' : v.reason}`,
             );
         }),
       ),
