@@ -9,7 +9,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { EvaluateRequest } from '../../src/gen/authz/v1/authz.js';
 import { DEFAULT_BLUEPRINT } from '../../src/local/blueprints.js';
 import { hashPassword } from '../../src/local/password.js';
@@ -495,13 +494,11 @@ describe('policy: every action through authz.v1 and policy.yaml', { timeout: 600
   });
 
   test('session:record: its obligation records; a deny is not an access check', async () => {
+    /** Files under the local session service's recordings directory. */
     const recordings = () => {
       const dir = e.stack.sessions.recordingsDir;
-      return existsSync(dir)
-        ? readdirSync(dir, { recursive: true })
-            .map(String)
-            .filter((f) => /\.[a-z]+$/.test(join(dir, f))).length
-        : 0;
+      if (!existsSync(dir)) return 0;
+      return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).length;
     };
     setPolicy(`rules:
   - action: session:record
