@@ -4,10 +4,18 @@
 // Every answer that is not a clear "allowed" is a refusal: a request that fails local validation is
 // denied without a call (`authz: invalid request: …`); transport errors, the per-call deadline
 // (`authz.timeout`) and undecodable answers throw a ProxyError (`authz: evaluate <action>: <err>`),
-// which the dispatcher turns into a deny as well.
-import { status } from '@grpc/grpc-js';
+// which the dispatcher turns into a deny as well. An answer is decoded strictly: a known field with
+// the wrong wire type (another message, or bytes that merely happen to parse) is a failed call, never
+// a decision read from defaults.
+import { makeGenericClientConstructor, status } from '@grpc/grpc-js';
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { ProxyError } from '../common/errors.js';
-import { AuthzServiceClient, type EvaluateRequest } from '../gen/authz/v1/authz.js';
+import {
+  AuthzServiceClient,
+  AuthzServiceService,
+  EvaluateResponse,
+  type EvaluateRequest,
+} from '../gen/authz/v1/authz.js';
 import {
   allowAll,
   invalidRequest,
@@ -76,8 +84,59 @@ export function createAuthorizer(cfg: AuthzClientConfig): AuthzClient {
   return createAuthzClient(cfg);
 }
 
+/** Wire types of EvaluateResponse's fields (wire-protocol §5.13) and of its map entries. */
+const RESPONSE_FIELDS: Readonly<Record<number, WireType>> = {
+  1: WireType.Varint, // allowed
+  2: WireType.LengthDelimited, // reason
+  3: WireType.LengthDelimited, // obligations (map entry)
+};
+const MAP_ENTRY_FIELDS: Readonly<Record<number, WireType>> = {
+  1: WireType.LengthDelimited,
+  2: WireType.LengthDelimited,
+};
+
+/**
+ * Why `buf` is not an EvaluateResponse, or undefined when it is well formed: every field it knows has
+ * its declared wire type and nothing is truncated. Unknown fields are allowed (a newer service).
+ */
+export function responseWireProblem(buf: Uint8Array): string | undefined {
+  const walk = (bytes: Uint8Array, fields: Readonly<Record<number, WireType>>, where: string) => {
+    const r = new BinaryReader(bytes);
+    while (r.pos < r.len) {
+      const [no, wt] = r.tag();
+      const want = fields[no];
+      if (want !== undefined && want !== wt)
+        throw new Error(`${where}field ${no} has wire type ${wt}, expected ${want}`);
+      const data = r.skip(wt, no);
+      if (fields === RESPONSE_FIELDS && no === 3) {
+        // skip() returned the length prefix too: read the entry's own bytes.
+        const entry = new BinaryReader(data);
+        walk(entry.bytes(), MAP_ENTRY_FIELDS, 'obligations entry ');
+      }
+    }
+  };
+  try {
+    walk(buf, RESPONSE_FIELDS, '');
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+function decodeResponse(buf: Buffer): EvaluateResponse {
+  const problem = responseWireProblem(buf);
+  if (problem) throw new Error(`not an EvaluateResponse: ${problem}`);
+  return EvaluateResponse.decode(buf);
+}
+
+/** The generated client with the strict decoder (a throw there fails the call with INTERNAL). */
+const StrictAuthzClient = makeGenericClientConstructor(
+  { evaluate: { ...AuthzServiceService.evaluate, responseDeserialize: decodeResponse } },
+  'authz.v1.AuthzService',
+) as unknown as typeof AuthzServiceClient;
+
 export function createAuthzClient(cfg: AuthzClientConfig): AuthzClient {
-  const client = new AuthzServiceClient(cfg.address, channelCredentials(cfg), {
+  const client = new StrictAuthzClient(cfg.address, channelCredentials(cfg), {
     ...channelOptions(cfg),
     interceptors: interceptorsFor(cfg),
   });
@@ -105,9 +164,11 @@ export function createAuthzClient(cfg: AuthzClientConfig): AuthzClient {
         });
       }
       // Only an explicit true allows; obligations are copied so nobody shares the decoded object.
+      const allowed = res.allowed === true;
       return {
-        allowed: res.allowed === true,
-        reason: typeof res.reason === 'string' ? res.reason : '',
+        allowed,
+        // A deny without a reason still tells the user something.
+        reason: typeof res.reason === 'string' && res.reason ? res.reason : allowed ? '' : 'no reason given',
         obligations: { ...res.obligations },
       };
     },

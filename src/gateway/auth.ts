@@ -31,10 +31,13 @@ const { utils } = ssh2;
 
 /**
  * Evaluates `user:auth` (the request is complete except `token`, which the caller fills in from the
- * user JWT). Supplied by the dispatcher, the single caller of `Authorizer.evaluate`; a rejection or a
- * deny means no methods (fail closed).
+ * user JWT). The gateway supplies `checkAction` (authorize.ts), the single caller of
+ * `Authorizer.evaluate`; a deny, a `failed` verdict or a rejection means no methods (fail closed).
  */
-export type EvaluateUserAuth = (req: ActionRequest, signal: AbortSignal) => Promise<Decision>;
+export type EvaluateUserAuth = (
+  req: ActionRequest,
+  signal: AbortSignal,
+) => Promise<Decision & { failed?: boolean }>;
 
 export type PasswordOrKey = 'publickey' | 'password';
 type Method = PasswordOrKey | 'keyboard-interactive';
@@ -276,19 +279,22 @@ export class Authenticator {
         source: user.source,
         organization: user.organization,
       });
-      let d: Decision | undefined;
+      let d: (Decision & { failed?: boolean }) | undefined;
       try {
         d = await this.hooks.evaluate(req, this.closer.signal);
       } catch (e) {
-        this.failureInfo.push(`Failed to resolve authentication methods: ${errText(e)}`);
-        this.log.warn({ user: userstr.username, err: errText(e) }, 'user:auth evaluation failed');
-        cache = false;
+        d = { allowed: false, reason: errText(e), obligations: {}, failed: true };
       }
-      if (d && !d.allowed) {
+      if (d.failed) {
+        // The check failed (no answer, no token): no methods now, asked again by a later attempt.
+        this.failureInfo.push(`Failed to resolve authentication methods: ${d.reason}`);
+        this.log.warn({ user: userstr.username, err: d.reason }, 'user:auth evaluation failed');
+        cache = false;
+      } else if (!d.allowed) {
         this.failureInfo.push(`Failed to resolve authentication methods: user:auth denied: ${d.reason}`);
         this.log.info({ user: userstr.username, reason: d.reason }, 'user:auth denied');
       }
-      permitted = d?.allowed ? parseAuthMethods(d.obligations.auth_methods) : [];
+      permitted = d.allowed ? parseAuthMethods(d.obligations.auth_methods) : [];
     }
     // Our identity says whether the user has a password (common.v1.User.has_password, ours); a
     // reference identity does not, and then password is offered as the reference does.

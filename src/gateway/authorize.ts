@@ -1,9 +1,10 @@
 // Authorization requests (reference-behaviour §14, wire-protocol §5.13) and the Authorizer seam.
 //
-// The dispatcher builds one complete ActionRequest per action and is the only caller of
-// `Authorizer.evaluate`; every error, timeout or malformed answer there is a deny (fail closed).
-// Without an authz service `allowAll` answers, and the dispatcher's local rules (root guard, as-user)
-// still apply.
+// The dispatcher builds one complete ActionRequest per action (and the Authenticator the `user:auth`
+// one); `checkAction` below is the only caller of `Authorizer.evaluate`: every error, timeout or
+// malformed answer there is a deny (fail closed). Without an authz service `allowAll` answers, and the
+// dispatcher's local rules (root guard, as-user) still apply.
+import { errText, type Logger } from '../ops/log.js';
 
 export type Action =
   | 'user:auth'
@@ -42,6 +43,87 @@ export interface Authorizer {
    * failure into a deny.
    */
   evaluate(req: ActionRequest, signal: AbortSignal): Promise<Decision>;
+}
+
+/** A decision of `checkAction`; `failed` when the check itself failed (denied, fail closed). */
+export type Verdict = Decision & { failed: boolean };
+
+export interface CheckContext {
+  /** Deadline of one evaluation (config `authz.timeout`), in ms. */
+  timeoutMs: number;
+  /** The user JWT for `token`, asked only when an authz service is configured; a rejection denies. */
+  userToken: () => Promise<string>;
+  /** The connection's logger (failures are logged with their cause). */
+  log: Logger;
+  /** Ends the evaluation early (the connection went away); counts as a failure. */
+  signal?: AbortSignal;
+  /** Outcome and duration of every evaluation (metrics). */
+  observe?: (action: Action, outcome: 'allowed' | 'denied' | 'error', seconds: number) => void;
+}
+
+/**
+ * The one place `Authorizer.evaluate` is called. The user token is fetched first, the evaluation is
+ * bounded by `timeoutMs` whatever the authorizer does, and a throw, a timeout or an answer without a
+ * boolean `allowed` is a deny with `failed` set.
+ */
+export async function checkAction(
+  authorizer: Authorizer,
+  req: ActionRequest,
+  c: CheckContext,
+): Promise<Verdict> {
+  const { action } = req;
+  const failed = (reason: string): Verdict => ({ allowed: false, reason, obligations: {}, failed: true });
+  let full = req;
+  if (authorizer.configured) {
+    try {
+      full = { ...req, token: await c.userToken() };
+    } catch (e) {
+      c.log.warn({ action, err: errText(e) }, 'no user token; action denied');
+      return failed('the user token could not be issued');
+    }
+  }
+  // Ends the wait whatever the authorizer does with its signal: at the deadline, or when the caller
+  // gives up (the connection closed).
+  const abort = new AbortController();
+  let stop: (why: string) => void = () => undefined;
+  const stopped = new Promise<never>((_, reject) => {
+    stop = (why) => {
+      abort.abort();
+      reject(new Error(why));
+    };
+  });
+  const timer = setTimeout(() => stop(`no answer within authz.timeout (${c.timeoutMs} ms)`), c.timeoutMs);
+  const onCancel = () => stop('cancelled: the connection closed');
+  if (c.signal?.aborted) onCancel();
+  else c.signal?.addEventListener('abort', onCancel, { once: true });
+  const started = process.hrtime.bigint();
+  const observe = (v: Verdict): Verdict => {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    c.observe?.(action, v.failed ? 'error' : v.allowed ? 'allowed' : 'denied', seconds);
+    return v;
+  };
+  try {
+    const d = await Promise.race([
+      stopped,
+      Promise.resolve().then(() => authorizer.evaluate(full, abort.signal)),
+    ]);
+    if (typeof d?.allowed !== 'boolean') {
+      c.log.warn({ action }, `authz: evaluate ${action}: malformed answer; denied`);
+      return observe(failed('authz: malformed answer'));
+    }
+    return observe({
+      allowed: d.allowed,
+      reason: d.reason ?? '',
+      obligations: d.obligations ?? {},
+      failed: false,
+    });
+  } catch (e) {
+    c.log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
+    return observe(failed(`authz: evaluate ${action}: ${errText(e)}`));
+  } finally {
+    clearTimeout(timer);
+    c.signal?.removeEventListener('abort', onCancel);
+  }
 }
 
 /** No authz service: the reference allows every action (local rules still apply). */

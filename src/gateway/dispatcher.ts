@@ -12,12 +12,12 @@ import { errText, type Logger } from '../ops/log.js';
 import type { ChannelKind, GatewayMetrics } from '../ops/metrics.js';
 import {
   buildRequest,
+  checkAction,
   invalidRequest,
   type Action,
-  type ActionRequest,
   type Authorizer,
-  type Decision,
   type Subject,
+  type Verdict,
 } from './authorize.js';
 import type { AuthenticatedUser } from './auth.js';
 import type { GatewayConnection } from './connection.js';
@@ -97,9 +97,6 @@ export interface DispatcherDeps {
   hooks?: TestHooks;
 }
 
-/** A decision the dispatcher reached; `failed` when the check itself failed (fail closed). */
-export type Verdict = Decision & { failed: boolean };
-
 export class Dispatcher {
   private readonly log: Logger;
 
@@ -132,16 +129,17 @@ export class Dispatcher {
 
   /** Evaluates one action; any failure, timeout or malformed request is a deny. */
   async authorize(action: Action, subject: Subject): Promise<Verdict> {
-    return evaluateAction(
-      {
-        authorizer: this.deps.authorizer,
-        timeoutMs: this.deps.authzTimeoutMs,
-        metrics: this.deps.metrics,
-        log: this.log,
-      },
-      buildRequest(action, subject),
-      () => this.deps.userToken(this.conn.user),
-    );
+    const req = buildRequest(action, subject);
+    const invalid = invalidRequest(req);
+    if (invalid) return deny(`authz: invalid request: ${invalid}`, true);
+    const metrics = this.deps.metrics;
+    return checkAction(this.deps.authorizer, req, {
+      timeoutMs: this.deps.authzTimeoutMs,
+      userToken: () => this.deps.userToken(this.conn.user),
+      log: this.log,
+      signal: this.conn.closed,
+      observe: metrics ? (a, outcome, seconds) => metrics.authz(a, outcome, seconds) : undefined,
+    });
   }
 
   private subject(ws?: BoundWorkspace): Subject {
@@ -170,11 +168,12 @@ export class Dispatcher {
             mode: userstr.namespace && userstr.workloadName ? 'inject' : 'standalone',
             blueprintKind: userstr.blueprintKind,
           });
+          // The operator log has the cause of a failed check; the user learns only that it failed.
           if (!v.allowed)
             throw new WorkspaceError(
               'user',
               'denied',
-              `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.reason}`,
+              `Access denied: user ${userstr.username} is not authorized to create this workspace: ${v.failed ? 'authorization is unavailable' : v.reason}`,
             );
         }),
       ),
@@ -740,70 +739,6 @@ export class Dispatcher {
       );
       return undefined;
     }
-  }
-}
-
-export interface AuthzPoint {
-  authorizer: Authorizer;
-  timeoutMs: number;
-  metrics?: GatewayMetrics;
-  log: Logger;
-}
-
-/**
- * The one call of `Authorizer.evaluate` in the gateway (the dispatcher's actions, and `user:auth` for
- * the Authenticator): local validation, the user token, a deadline, metrics; every failure, timeout or
- * malformed answer is a deny with `failed` set (fail closed).
- */
-export async function evaluateAction(
-  point: AuthzPoint,
-  req: ActionRequest,
-  token: () => Promise<string>,
-  signal?: AbortSignal,
-): Promise<Verdict> {
-  const { action } = req;
-  const invalid = invalidRequest(req);
-  if (invalid) return deny(`authz: invalid request: ${invalid}`, true);
-  const { authorizer, log } = point;
-  if (authorizer.configured) {
-    try {
-      req.token = await token();
-    } catch (e) {
-      log.warn({ action, err: errText(e) }, 'no user token; action denied');
-      return deny('the user token could not be issued', true);
-    }
-  }
-  const abort = new AbortController();
-  const onOuterAbort = () => abort.abort();
-  signal?.addEventListener('abort', onOuterAbort, { once: true });
-  let timer: NodeJS.Timeout | undefined;
-  const started = process.hrtime.bigint();
-  const observe = (v: Verdict): Verdict => {
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    point.metrics?.authz(action, v.failed ? 'error' : v.allowed ? 'allowed' : 'denied', seconds);
-    return v;
-  };
-  try {
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        abort.abort();
-        reject(new Error(`timed out after ${point.timeoutMs} ms`));
-      }, point.timeoutMs);
-    });
-    const d = await Promise.race([authorizer.evaluate(req, abort.signal), timeout]);
-    if (typeof d?.allowed !== 'boolean') return observe(deny('authz: malformed answer', true));
-    return observe({
-      allowed: d.allowed,
-      reason: d.reason ?? '',
-      obligations: d.obligations ?? {},
-      failed: false,
-    });
-  } catch (e) {
-    log.warn({ action, err: errText(e) }, `authz: evaluate ${action} failed; denied`);
-    return observe(deny(`authz: evaluate ${action}: ${errText(e)}`, true));
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onOuterAbort);
   }
 }
 

@@ -15,9 +15,9 @@ import type { IdentityBackend } from '../backends/identity.js';
 import type { ProvisionerBackend } from '../backends/provisioner.js';
 import { serverAlgorithms } from './algorithms.js';
 import { Authenticator, type AuthenticatedUser, type EvaluateUserAuth } from './auth.js';
-import { allowAll, type Authorizer } from './authorize.js';
+import { allowAll, checkAction, type Authorizer } from './authorize.js';
 import { GatewayConnection } from './connection.js';
-import { Dispatcher, evaluateAction, type ChannelSettings, type TestHooks } from './dispatcher.js';
+import { Dispatcher, type ChannelSettings, type TestHooks } from './dispatcher.js';
 import { loadHostKeys } from './hostkeys.js';
 import { listen, type Listener } from './listener.js';
 import { armLoginGrace, type LoginGrace } from './login-grace.js';
@@ -167,19 +167,21 @@ export async function createGateway(
   let draining = false;
   let acceptingChannels = true;
 
-  /** `user:auth` through the dispatcher's authorization point: token, deadline, fail closed. */
-  const evaluateUserAuth: EvaluateUserAuth | undefined = authorizer.configured
-    ? (req, signal) =>
-        evaluateAction(
-          { authorizer, timeoutMs: opts.authzTimeoutMs, metrics, log },
-          { ...req },
-          () =>
-            backends.userTokenFor
-              ? backends.userTokenFor(req.resource.id, req.resource.attributes.idp ?? '', signal)
-              : Promise.resolve(''),
-          signal,
-        )
-    : undefined;
+  /** `user:auth` through the one check (token first, a deadline, every failure a deny: fail closed). */
+  const evaluateUserAuth = (log: Logger): EvaluateUserAuth | undefined =>
+    authorizer.configured
+      ? (req, signal) =>
+          checkAction(authorizer, req, {
+            timeoutMs: opts.authzTimeoutMs,
+            userToken: () =>
+              backends.userTokenFor
+                ? backends.userTokenFor(req.resource.id, req.resource.attributes.idp ?? '', signal)
+                : Promise.resolve(''),
+            log,
+            signal,
+            observe: metrics ? (a, outcome, seconds) => metrics.authz(a, outcome, seconds) : undefined,
+          })
+      : undefined;
 
   const server = new Server(
     {
@@ -226,7 +228,7 @@ export async function createGateway(
         disconnect: () =>
           disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures'),
         onPromptPending: (pending) => (pending ? accepted?.grace.pause() : accepted?.grace.resume()),
-        evaluate: evaluateUserAuth,
+        evaluate: evaluateUserAuth(clog),
         gate: ticket,
         onAttempt: (method, result) => metrics?.auth(method, result),
       },

@@ -12,12 +12,14 @@ import {
   type ServerUnaryCall,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
+import { AuthzServiceService, EvaluateRequest, EvaluateResponse } from '../../src/gen/authz/v1/authz.js';
 import {
-  AuthzServiceService,
-  type EvaluateRequest,
-  type EvaluateResponse,
-} from '../../src/gen/authz/v1/authz.js';
-import { createAuthorizer, createAuthzClient, deniedText } from '../../src/backends/authz.js';
+  createAuthorizer,
+  createAuthzClient,
+  deniedText,
+  responseWireProblem,
+  toWire,
+} from '../../src/backends/authz.js';
 import { buildRequest, type Action, type ActionRequest, type Subject } from '../../src/gateway/authorize.js';
 import { isProxyError } from '../../src/common/errors.js';
 import { tempDirFor } from '../helpers/tmp.js';
@@ -314,22 +316,45 @@ describe('authz.v1 client', { timeout: 60_000 }, () => {
     assert.equal(await outcome(p), 'deny');
   });
 
-  test('garbage answers are refused', async () => {
-    // An unterminated length prefix (undecodable), and a well-formed message of the wrong shape.
+  test('garbage answers are refused as failed calls, never read as a decision', async () => {
+    // Truncated after allowed=true (undecodable), and a well-formed message of another type (field 1
+    // as a string): neither may become a decision built from defaults.
     for (const bytes of [
-      Buffer.from([0x0a, 0xff, 0xff, 0xff]),
+      Buffer.from([0x08, 0x01, 0x12, 0xff, 0xff]),
       Buffer.from([0x0a, 0x03, 0x79, 0x65, 0x73]),
+      Buffer.from(EvaluateRequest.encode(toWire(withToken(buildRequest('ssh:exec', subject)))).finish()),
     ]) {
       const raw = await startRawAuthz(bytes);
       closers.push(() => raw.close());
       const client = createAuthzClient({ address: raw.address, timeout: 5 });
       closers.push(() => client.close());
-      assert.equal(
-        await outcome(client.evaluate(withToken(buildRequest('ssh:exec', subject)), never)),
-        'deny',
-        bytes.toString('hex'),
+      const err = await client.evaluate(withToken(buildRequest('ssh:exec', subject)), never).then(
+        (d) => assert.fail(`${bytes.toString('hex')} was read as ${JSON.stringify(d)}`),
+        (e: unknown) => e,
       );
+      assert.ok(isProxyError(err), bytes.toString('hex'));
+      assert.match(err.message, /^authz: evaluate ssh:exec: INTERNAL: Response message parsing error/);
     }
+  });
+
+  test('the strict decoder: well-formed answers and unknown fields pass, wrong wire types do not', () => {
+    const ok = EvaluateResponse.encode({
+      allowed: true,
+      reason: 'why',
+      obligations: { auth_methods: '["publickey"]', record: 'shell' },
+    }).finish();
+    assert.equal(responseWireProblem(ok), undefined);
+    assert.equal(responseWireProblem(new Uint8Array()), undefined, 'an empty answer is a plain deny');
+    // Field 99 (unknown, varint) after a valid message: a newer service, still accepted.
+    assert.equal(responseWireProblem(Buffer.concat([ok, Buffer.from([0x98, 0x06, 0x01])])), undefined);
+    assert.match(responseWireProblem(Buffer.from([0x0a, 0x00])) ?? '', /field 1 has wire type 2/);
+    assert.match(responseWireProblem(Buffer.from([0x10, 0x01])) ?? '', /field 2 has wire type 0/);
+    // An obligations entry whose value is a varint.
+    assert.match(
+      responseWireProblem(Buffer.from([0x1a, 0x05, 0x0a, 0x01, 0x6b, 0x10, 0x01])) ?? '',
+      /obligations entry field 2/,
+    );
+    assert.ok(responseWireProblem(Buffer.from([0x12, 0x05, 0x61])), 'truncated');
   });
 
   test('without an address the reference behaviour: everything allowed, not configured', async () => {
