@@ -23,7 +23,7 @@ const r = spawnSync(
     'tsx',
     '--test',
     '--test-concurrency=2',
-    '--test-timeout=180000',
+    '--test-timeout=600000',
     '--test-reporter=spec',
     ...selected,
   ],
