@@ -278,11 +278,12 @@ export class LockedUsersWatcher {
 export const LOCKED_USER_MESSAGE = 'User account is locked. Please contact the system administrator.';
 
 /**
- * The gateway's `onLocked`: ends every live connection of `username` in this process, logging the
- * reference's line on each connection's logger (normal clean-up, EndSession included, follows).
+ * The gateway's `onLocked`: ends every live connection of `username` in this process (also those
+ * still authenticating as that user), logging the reference's line with each connection's id (normal
+ * clean-up, EndSession included, follows).
  */
 export function closeLockedUserConnections(
-  registry: { byUser(username: string): LiveConnectionInfo[] },
+  registry: { byUser(username: string): Array<Pick<LiveConnectionInfo, 'id' | 'end'>> },
   username: string,
   log: Logger,
 ): number {

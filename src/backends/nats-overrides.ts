@@ -31,15 +31,24 @@ export function parseOverride(data: Uint8Array): RecordingOverride | Error {
 }
 
 export const DEFAULT_OVERRIDE_TIMEOUT_MS = 1000;
-/** How often a bucket that could not be opened is tried again (from `get`). */
+/**
+ * Deadline of each JetStream request while opening or creating the bucket in the background (nobody
+ * waits for it; a read waits at most its own deadline). Creating a file-backed stream on a busy server
+ * can take longer than a read may.
+ */
+export const DEFAULT_OPEN_TIMEOUT_MS = 5000;
+/** How often a bucket that could not be opened is tried again (in the background, and from `get`). */
 export const DEFAULT_REOPEN_MS = 10_000;
 
 export interface NatsRecordingOverridesOptions {
   /** The shared `nats-client` connection. */
   link: NatsLink;
   log: Logger;
-  /** Deadline of one read (and of each request while opening the bucket). */
+  /** Deadline of one read (and of a read's wait for the bucket to open). */
   timeoutMs?: number;
+  /** Deadline of each request while opening or creating the bucket. */
+  openTimeoutMs?: number;
+  /** A bucket that could not be opened is tried again after this long (while connected). */
   reopenMs?: number;
 }
 
@@ -47,7 +56,9 @@ export class NatsRecordingOverrides implements RecordingOverrides {
   private readonly link: NatsLink;
   private readonly log: Logger;
   private readonly timeoutMs: number;
+  private readonly openTimeoutMs: number;
   private readonly reopenMs: number;
+  private retry: NodeJS.Timeout | undefined;
   private kv: KV | undefined;
   private opening: Promise<KV | undefined> | undefined;
   private lastOpenAttempt = 0;
@@ -58,6 +69,7 @@ export class NatsRecordingOverrides implements RecordingOverrides {
     this.link = opts.link;
     this.log = opts.log;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_OVERRIDE_TIMEOUT_MS;
+    this.openTimeoutMs = opts.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
     this.reopenMs = opts.reopenMs ?? DEFAULT_REOPEN_MS;
   }
 
@@ -73,6 +85,8 @@ export class NatsRecordingOverrides implements RecordingOverrides {
   stop(): void {
     this.offUp?.();
     this.offUp = undefined;
+    clearTimeout(this.retry);
+    this.retry = undefined;
   }
 
   get isOpen(): boolean {
@@ -145,6 +159,19 @@ export class NatsRecordingOverrides implements RecordingOverrides {
       });
   }
 
+  /** Tries again later while started and connected (a reconnect also tries, via onUp). */
+  private scheduleRetry(): void {
+    if (!this.offUp || this.retry) return;
+    this.retry = setTimeout(
+      () => {
+        this.retry = undefined;
+        if (this.offUp && !this.kv && this.link.connected) void this.open();
+      },
+      Math.max(this.reopenMs, 1000),
+    );
+    this.retry.unref();
+  }
+
   private open(): Promise<KV | undefined> {
     this.opening ??= this.doOpen().finally(() => {
       this.opening = undefined;
@@ -158,8 +185,8 @@ export class NatsRecordingOverrides implements RecordingOverrides {
     if (!nc) return undefined;
     try {
       const b = await withDeadline(
-        openOrCreateBucket(nc, RECORDING_OVERRIDES_BUCKET, this.timeoutMs),
-        this.timeoutMs * 3,
+        openOrCreateBucket(nc, RECORDING_OVERRIDES_BUCKET, this.openTimeoutMs),
+        this.openTimeoutMs * 3,
         'opening the recording overrides bucket',
       );
       this.kv = b.kv;
@@ -171,6 +198,7 @@ export class NatsRecordingOverrides implements RecordingOverrides {
     } catch (e) {
       // The reference's text (fatal there); here overrides are just off until the bucket opens.
       this.log.warn({ retryInMs: this.reopenMs }, `open recording overrides bucket: ${errText(e)}`);
+      this.scheduleRetry();
       return undefined;
     }
   }

@@ -53,7 +53,9 @@ async function main(): Promise<void> {
       `New users onboard with \`ssh <name>@${stack.gateway.host} -p ${stack.gateway.port}\` and are ` +
       `approved at:\n\n  ${stack.approvalUrl}\n\nSessions and recordings:\n\n  ${stack.sessionsUrl}\n\n` +
       (stack.nats
-        ? `NATS at ${stack.nats.url}: try \`ssh-proxy-admin --nats-url ${stack.nats.url} lock <user>\`\n\n`
+        ? `NATS at ${stack.nats.url}: lock a user (closes their sessions) or override recording with\n\n` +
+          `  node dist/cli/admin.js --nats-url ${stack.nats.url} lock <user>\n` +
+          `  node dist/cli/admin.js --nats-url ${stack.nats.url} record <workspace> shell\n\n`
         : ''),
   );
   const stop = async (sig: string) => {

@@ -169,6 +169,8 @@ export class Authenticator {
     if (!cap?.canOnboard) {
       if (ctx.method === 'keyboard-interactive' && cap)
         this.log.info({ user: userstr.username }, `User ${userstr.username} is not allowed to onboard`);
+      // An attempt (not the `none` method query) by a user nobody knows: the reference's failure info.
+      if (ctx.method !== 'none') this.failureInfo.push('No available authentication methods');
       return this.reject(ctx, []);
     }
     return this.unknown(ctx, userstr, cap);
@@ -441,7 +443,8 @@ export class Authenticator {
       return this.userstr;
     } catch (e) {
       const why = e instanceof UserStrError ? e.message : errText(e);
-      this.failureInfo.push(`Invalid user string: ${why}`);
+      // Logged only: as in the reference no per-connection state exists, so the failure event
+      // carries just the handshake error (reference-behaviour §17.2).
       this.log.info({ login: login.slice(0, 200), err: why }, 'invalid user string');
       return undefined;
     }

@@ -448,10 +448,16 @@ export class Dispatcher {
     const execId = what.type === 'shell' ? state.id : this.conn.ids.next(what.type === 'exec' ? 'ex' : 'sf');
     const kind: RecordedKind = what.type;
     try {
-      relay.tap = await this.recordingTap(kind, ws, execId, {
-        pty: pty ? { cols: pty.cols, rows: pty.rows } : undefined,
-        command: what.type === 'exec' ? what.command.text : undefined,
-      });
+      relay.tap = await this.recordingTap(
+        kind,
+        ws,
+        execId,
+        {
+          pty: pty ? { cols: pty.cols, rows: pty.rows } : undefined,
+          command: what.type === 'exec' ? what.command.text : undefined,
+        },
+        log,
+      );
     } catch (e) {
       if (e instanceof RecordingRefused) {
         log.warn({ err: e.message }, 'recording refused the channel');
@@ -529,17 +535,15 @@ export class Dispatcher {
       command?: string;
       tcpip?: { srcHost: string; srcPort: number; dstHost: string; dstPort: number };
     },
+    log: Logger,
   ): Promise<ChannelTap | undefined> {
     const recorders = this.deps.recorders;
     if (!recorders) return undefined;
     let obligation: string | undefined;
-    const override = await this.deps.overrides?.get(ws.details.name).catch(() => undefined);
+    // The override store logs `Applying recording override` on the channel's logger.
+    const override = await this.deps.overrides?.get(ws.details.name, log).catch(() => undefined);
     if (override) {
       obligation = override.record;
-      this.log.info(
-        { workspace: ws.details.name, record: override.record, setBy: override.setBy },
-        'Applying recording override',
-      );
     } else if (this.deps.authorizer.configured) {
       const v = await this.authorize('session:record', { ...this.subject(ws), sessionType: kind });
       if (v.failed) throw new Error(v.reason);
@@ -647,9 +651,13 @@ export class Dispatcher {
         );
       }
       try {
-        tap = await this.recordingTap('tcpip', ws, id, {
-          tcpip: { srcHost: dest.srcIP, srcPort: dest.srcPort, dstHost: dest.host, dstPort: dest.port },
-        });
+        tap = await this.recordingTap(
+          'tcpip',
+          ws,
+          id,
+          { tcpip: { srcHost: dest.srcIP, srcPort: dest.srcPort, dstHost: dest.host, dstPort: dest.port } },
+          log,
+        );
       } catch (e) {
         log.warn({ err: errText(e) }, 'Session recording lookup failed');
         return open.reject(

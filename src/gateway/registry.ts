@@ -27,6 +27,14 @@ export interface LiveConnectionInfo {
   end(message: string): void;
 }
 
+/** A connection still authenticating: not live yet, but a user lock closes it too (reference §17.3). */
+export interface AuthenticatingConnection {
+  readonly id: string;
+  /** The user-string username of the attempts so far; undefined until one parsed. */
+  readonly username: string | undefined;
+  end(message: string): void;
+}
+
 export interface ConnectionObserver {
   authenticated?(c: LiveConnectionInfo): void;
   workspaceBound?(c: LiveConnectionInfo): void;
@@ -36,6 +44,7 @@ export interface ConnectionObserver {
 
 export class ConnectionRegistry {
   private readonly live = new Map<string, LiveConnectionInfo>();
+  private readonly pending = new Map<string, AuthenticatingConnection>();
   private readonly observers: ConnectionObserver[] = [];
 
   observe(o: ConnectionObserver): void {
@@ -54,9 +63,16 @@ export class ConnectionRegistry {
     return this.live.get(id);
   }
 
-  /** Connections of one user (authenticated, or still authenticating as that user). */
-  byUser(username: string): LiveConnectionInfo[] {
-    return this.list().filter((c) => c.username === username);
+  /** Connections of one user: authenticated, or still authenticating as that user. */
+  byUser(username: string): Array<Pick<LiveConnectionInfo, 'id' | 'end'>> {
+    const authenticating = [...this.pending.values()].filter((c) => c.username === username);
+    return [...this.list().filter((c) => c.username === username), ...authenticating];
+  }
+
+  /** Registers a connection that is authenticating; call the result when it authenticated or closed. */
+  authenticating(c: AuthenticatingConnection): () => void {
+    this.pending.set(c.id, c);
+    return () => this.pending.delete(c.id);
   }
 
   add(c: LiveConnectionInfo): void {

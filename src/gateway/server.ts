@@ -218,6 +218,8 @@ export async function createGateway(
     });
     installUnknownChannelTypeMessage(client);
     const ticket = accepted?.ticket;
+    /** Why the gateway itself ended authentication (the failure event's handshake error). */
+    let endedBecause: string | undefined;
 
     const auth = new Authenticator(
       backends.identity,
@@ -225,8 +227,10 @@ export async function createGateway(
       clog,
       {
         // Like sshd's MaxAuthTries: the last failure is answered with a disconnect that says why.
-        disconnect: () =>
-          disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures'),
+        disconnect: () => {
+          endedBecause = 'too many authentication failures';
+          disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures');
+        },
         onPromptPending: (pending) => (pending ? accepted?.grace.pause() : accepted?.grace.resume()),
         evaluate: evaluateUserAuth(clog),
         gate: ticket,
@@ -234,10 +238,22 @@ export async function createGateway(
       },
     );
     client.on('authentication', (ctx) => auth.handle(ctx));
+    // A user lock also closes a connection still authenticating as that user (reference §17.3).
+    const doneAuthenticating = registry.authenticating({
+      id,
+      get username() {
+        return auth.attemptedUsername;
+      },
+      end(message) {
+        endedBecause = `connection closed by the gateway: ${message}`;
+        disconnectWithMessage(client, DisconnectReason.BY_APPLICATION, message);
+      },
+    });
 
     let conn: GatewayConnection | undefined;
     client.once('ready', () => {
       accepted?.grace.cancel();
+      doneAuthenticating();
       const who = auth.result;
       if (!who) {
         clog.error('authenticated without a resolved user; closing');
@@ -260,12 +276,13 @@ export async function createGateway(
     });
     client.once('close', () => {
       live.delete(client);
+      doneAuthenticating();
       auth.close();
       if (!conn) {
         const grace = accepted?.grace.expired;
         const handshakeError = grace
           ? 'SSH handshake timed out'
-          : (lastError ?? 'connection closed during authentication');
+          : (endedBecause ?? lastError ?? 'connection closed during authentication');
         clog.info(
           { failures: auth.failureInfo, err: handshakeError },
           `Failed to perform SSH handshake: ${handshakeError}`,

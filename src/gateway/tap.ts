@@ -1,6 +1,7 @@
 // The recorder seam: the relay of every channel calls its tap (when the channel is recorded) with the
 // bytes it moves, in order, and with PTY resizes. A tap must never block or throw into the relay and
 // must bound what it keeps (a slow recorder drops and counts; it never slows the user down).
+import type { Logger } from '../ops/log.js';
 
 /** `in` = client → workspace, `out` = workspace → client (stdout), `err` = stderr toward the client. */
 export type TapDirection = 'in' | 'out' | 'err';
@@ -59,6 +60,9 @@ export interface Recorders {
 
 /** Recording overrides (NATS KV `recording-overrides`, reference-behaviour §15.1 step 1). */
 export interface RecordingOverrides {
-  /** The override for a workspace, read fresh; undefined when none (or the store failed: policy decides). */
-  get(workspace: string): Promise<{ record: string; setBy: string } | undefined>;
+  /**
+   * The override for a workspace, read fresh; undefined when none (or the store failed: policy decides).
+   * Logs `Applying recording override` (and read failures) on `log`, the channel's logger.
+   */
+  get(workspace: string, log?: Logger): Promise<{ record: string; setBy: string } | undefined>;
 }

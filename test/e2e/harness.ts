@@ -34,6 +34,8 @@ export interface E2EOptions {
   configure?: LocalStackOptions['override'];
   /** Validity of onboarding codes issued by the local identity (default 600 s). */
   onboardingExpiresInS?: number;
+  /** Run the stack's own nats-server (`npm start -- --nats`); e.stack.nats is it. */
+  nats?: boolean;
 }
 
 function keygen(path: string): string {
@@ -70,6 +72,7 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     pullDelayMs: opts.pullDelayMs,
     backends: opts.backends,
     onboardingExpiresInS: opts.onboardingExpiresInS,
+    nats: opts.nats,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       if (opts.maxDirectTcpip !== undefined) cfg.server.maxDirectTCPIPConnections = opts.maxDirectTcpip;

@@ -86,6 +86,20 @@ describe('closing the connections of a locked user', () => {
     assert.equal(closeLockedUserConnections(registry, 'nobody', log), 0);
   });
 
+  it('also ends connections still authenticating as that user, until they authenticated or closed', () => {
+    const registry = new ConnectionRegistry();
+    const ended: string[] = [];
+    const pending = (id: string, username: string | undefined) =>
+      registry.authenticating({ id, username, end: (m) => ended.push(`${id}:${m}`) });
+    pending('p1', 'alice');
+    pending('p2', undefined);
+    const done = pending('p3', 'alice');
+    registry.add(fake('c1', 'alice', ended));
+    done();
+    assert.equal(closeLockedUserConnections(registry, 'alice', memoryLogger().log), 2);
+    assert.deepEqual(ended.sort(), [`c1:${LOCKED_USER_MESSAGE}`, `p1:${LOCKED_USER_MESSAGE}`]);
+  });
+
   it('one failing connection does not stop the others', () => {
     const registry = new ConnectionRegistry();
     const ended: string[] = [];

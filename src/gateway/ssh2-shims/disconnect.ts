@@ -12,13 +12,20 @@ export const DisconnectReason = {
   NO_MORE_AUTH_METHODS_AVAILABLE: 14,
 } as const;
 
+/** How long the peer has to close after a disconnect before the socket is destroyed. */
+export const DISCONNECT_GRACE_MS = 2000;
+
 interface SocketLike {
   end?(): void;
+  destroy?(): void;
   destroyed?: boolean;
   writable?: boolean;
 }
 
-/** Sends the disconnect, then ends the socket (ssh2 then emits 'close' on the connection). */
+/**
+ * Sends the disconnect, then ends the socket (ssh2 then emits 'close' on the connection). A peer that
+ * does not close within DISCONNECT_GRACE_MS (stuck at a prompt, or ignoring the disconnect) is cut off.
+ */
 export function disconnectWithMessage(client: Connection, reason: number, message: string): void {
   const internals = internalsOf(client);
   const sock = internals._sock as SocketLike | undefined;
@@ -44,4 +51,5 @@ export function disconnectWithMessage(client: Connection, reason: number, messag
     // The transport is already failing; ending the socket is all that is left.
   }
   sock.end?.();
+  setTimeout(() => sock.destroy?.(), DISCONNECT_GRACE_MS).unref();
 }
