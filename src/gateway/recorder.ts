@@ -246,11 +246,15 @@ function directionOf(kind: RecordedKind, d: TapDirection): Direction | undefined
 
 interface OpenChunk {
   direction: Direction;
-  parts: Buffer[];
+  /** MAX_CHUNK_BYTES, filled from the front: each tapped byte is copied once, here. */
+  buf: Buffer;
   length: number;
   offsetMs: number;
   droppedBytes: number;
 }
+
+/** Sealed chunks shorter than this get a buffer of their own (a small one must not pin 32 KiB). */
+const SHRINK_BELOW = MAX_CHUNK_BYTES / 4;
 
 interface QueuedFrame {
   payload: RecordingPayload;
@@ -423,14 +427,13 @@ class ChannelRecording implements ChannelTap {
     }
     this.endGap();
     if (this.current && this.current.direction !== direction) this.seal();
-    // Copy: the caller may reuse `data` after this call.
-    const copy = Buffer.from(data);
-    this.queued += copy.length;
+    // Copied into the chunk: the caller may reuse `data` after this call.
+    this.queued += data.length;
     let at = 0;
-    while (at < copy.length) {
+    while (at < data.length) {
       const c = (this.current ??= this.newChunk(direction));
-      const take = Math.min(copy.length - at, MAX_CHUNK_BYTES - c.length);
-      c.parts.push(at === 0 && take === copy.length ? copy : copy.subarray(at, at + take));
+      const take = Math.min(data.length - at, MAX_CHUNK_BYTES - c.length);
+      data.copy(c.buf, c.length, at, at + take);
       c.length += take;
       at += take;
       if (c.length >= MAX_CHUNK_BYTES) this.seal();
@@ -453,7 +456,8 @@ class ChannelRecording implements ChannelTap {
   private newChunk(direction: Direction): OpenChunk {
     const droppedBytes = this.pendingDrops[direction] ?? 0;
     this.pendingDrops[direction] = 0;
-    return { direction, parts: [], length: 0, offsetMs: this.offset(), droppedBytes };
+    const buf = Buffer.allocUnsafe(MAX_CHUNK_BYTES);
+    return { direction, buf, length: 0, offsetMs: this.offset(), droppedBytes };
   }
 
   /** Ends the open chunk and queues it for sending. */
@@ -463,7 +467,8 @@ class ChannelRecording implements ChannelTap {
     this.current = undefined;
     this.cancelFlush?.();
     this.cancelFlush = undefined;
-    const data = c.parts.length === 1 ? (c.parts[0] as Buffer) : Buffer.concat(c.parts, c.length);
+    const filled = c.buf.subarray(0, c.length);
+    const data = c.length < SHRINK_BELOW ? Buffer.from(filled) : filled;
     this.outq.push({ payload: { $case: 'chunk', chunk: chunkOf(c, data) }, cost: c.length });
     this.pump();
   }
