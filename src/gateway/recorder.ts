@@ -253,8 +253,11 @@ interface OpenChunk {
   droppedBytes: number;
 }
 
-/** Sealed chunks shorter than this get a buffer of their own (a small one must not pin 32 KiB). */
-const SHRINK_BELOW = MAX_CHUNK_BYTES / 4;
+/**
+ * Sealed chunks shorter than this get a buffer of their own, so a queue never holds more than twice
+ * the bytes it counts against `bufferBytes` (a short chunk must not pin 32 KiB).
+ */
+const SHRINK_BELOW = MAX_CHUNK_BYTES / 2;
 
 interface QueuedFrame {
   payload: RecordingPayload;
