@@ -12,12 +12,88 @@ export interface RunningGateway {
   /** The stack process: gateway, local identity and local provisioner (the latter two idle while measuring). */
   pid: number;
   logFile: string;
+  /** The recorded variant: the session sink it streams to. */
+  sink: RunningSink | undefined;
   stop(): Promise<void>;
 }
 
 export interface GatewayVariant {
-  /** Record exec and -L channels into a local session service (stack-process --record). */
+  /** Record exec and -L channels into a session sink process (bench/session-sink.ts). */
   record?: boolean;
+}
+
+export interface RunningSink {
+  address: string;
+  pid: number;
+  /** Totals over the finished recording streams so far. */
+  received(): { streams: number; bytes: number; dropped: number };
+  stop(): Promise<void>;
+}
+
+/** A child process that prints one JSON ready line and stops when its stdin closes. */
+function startChild(
+  args: string[],
+  what: string,
+  onLine?: (line: string) => void,
+): Promise<{ ready: Record<string, unknown>; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    if (stderr.length < 10_000) stderr += d.toString();
+  });
+  let exited = false;
+  const exit = new Promise<void>((r) => child.once('exit', () => ((exited = true), r())));
+  child.once('error', () => undefined);
+  const stop = async () => {
+    if (exited) return;
+    child.stdin.end();
+    const t1 = setTimeout(() => child.kill('SIGTERM'), 10_000);
+    const t2 = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exit;
+    clearTimeout(t1);
+    clearTimeout(t2);
+  };
+  const ready = new Promise<Record<string, unknown>>((resolveReady, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    let first = true;
+    lines.on('line', (l) => {
+      if (!first) return onLine?.(l);
+      first = false;
+      try {
+        resolveReady(JSON.parse(l) as Record<string, unknown>);
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+    void exit.then(() => reject(new Error(`${what} exited before it was ready: ${stderr.trim()}`)));
+    setTimeout(() => reject(new Error(`${what} was not ready within 60 s`)), 60_000).unref();
+  });
+  return ready.then(
+    (r) => ({ ready: r, stop }),
+    async (e: unknown) => {
+      await stop();
+      throw e;
+    },
+  );
+}
+
+/** The session sink of the recorded variant. */
+export async function startSink(): Promise<RunningSink> {
+  const totals = { streams: 0, bytes: 0, dropped: 0 };
+  const c = await startChild(
+    ['--import', 'tsx', join(REPO, 'bench/session-sink.ts')],
+    'the session sink',
+    (l) => {
+      const v = JSON.parse(l) as { bytes?: number; dropped?: number };
+      totals.streams++;
+      totals.bytes += v.bytes ?? 0;
+      totals.dropped += v.dropped ?? 0;
+    },
+  );
+  const { address, pid } = c.ready;
+  if (typeof address !== 'string' || typeof pid !== 'number')
+    throw new Error(`bad sink ready line: ${JSON.stringify(c.ready)}`);
+  return { address, pid, received: () => ({ ...totals }), stop: c.stop };
 }
 
 export async function startGateway(
@@ -51,43 +127,25 @@ export async function startGateway(
   ];
   args.push('--log', logFile);
   if (tsxAgent) args.push('--tsx-agent');
-  if (variant.record) args.push('--record');
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
-    if (stderr.length < 10_000) stderr += d.toString();
-  });
-  let exited = false;
-  const exit = new Promise<void>((r) => child.once('exit', () => ((exited = true), r())));
-  child.once('error', () => undefined);
-  const stop = async () => {
-    if (exited) return;
-    child.stdin.end();
-    const t1 = setTimeout(() => child.kill('SIGTERM'), 10_000);
-    const t2 = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await exit;
-    clearTimeout(t1);
-    clearTimeout(t2);
-  };
-  const ready = new Promise<{ port: number; pid: number }>((resolveReady, reject) => {
-    const lines = createInterface({ input: child.stdout });
-    lines.once('line', (l) => {
-      try {
-        const v = JSON.parse(l) as { port?: unknown; pid?: unknown };
-        if (typeof v.port !== 'number' || typeof v.pid !== 'number') throw new Error(`bad ready line: ${l}`);
-        resolveReady({ port: v.port, pid: v.pid });
-      } catch (e) {
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
-    void exit.then(() => reject(new Error(`the stack process exited before it was ready: ${stderr.trim()}`)));
-    setTimeout(() => reject(new Error('the stack process was not ready within 60 s')), 60_000).unref();
-  });
+  const sink = variant.record ? await startSink() : undefined;
+  if (sink) args.push('--record-to', sink.address);
   try {
-    const r = await ready;
-    return { ...r, logFile, stop };
+    const c = await startChild(args, 'the stack process');
+    const { port, pid } = c.ready;
+    if (typeof port !== 'number' || typeof pid !== 'number')
+      throw new Error(`bad ready line: ${JSON.stringify(c.ready)}`);
+    return {
+      port,
+      pid,
+      logFile,
+      sink,
+      stop: async () => {
+        await c.stop();
+        await sink?.stop();
+      },
+    };
   } catch (e) {
-    await stop();
+    await sink?.stop();
     throw e;
   }
 }

@@ -22,6 +22,8 @@ export interface BenchOptions {
   quick: boolean;
   /** Run the agent from src/ through tsx instead of dist/ (the smoke test does not build). */
   tsxAgent: boolean;
+  /** Also run a recording gateway for the `(recorded)` download scenarios (off: --no-recording). */
+  recording: boolean;
 }
 
 export const USAGE = `Usage: npm run bench -- [options]
@@ -39,6 +41,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --json FILE         result file (default bench/results/latest.json)
   --quick             tiny sizes (smoke test)
   --tsx-agent         run the agent from src/ through tsx (no build needed)
+  --no-recording      skip the recorded gateway (exec download (recorded), -L download (recorded))
 `;
 
 /** Parses "512M", "1G", "64k", "1000" into bytes (binary multiples). */
@@ -76,6 +79,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       json: { type: 'string', default: 'bench/results/latest.json' },
       quick: { type: 'boolean', default: false },
       'tsx-agent': { type: 'boolean', default: false },
+      'no-recording': { type: 'boolean', default: false },
     },
   });
   const q = values.quick === true;
@@ -110,5 +114,6 @@ export function parseOptions(argv: string[]): BenchOptions {
     json: values.json,
     quick: q,
     tsxAgent: values['tsx-agent'] === true,
+    recording: values['no-recording'] !== true,
   };
 }

@@ -52,6 +52,13 @@ export function formatTable(rep: BenchReport): string {
     const g = extras(s.gateway);
     const d = extras(s.sshd);
     if (g || d) notes.push(`  ${s.name}: gateway ${g || '-'} | sshd ${d || '-'}`);
+    if (s.baseline) {
+      const b = s.baseline;
+      const cost = s.better === 'higher' ? 1 - b.ratio : b.ratio - 1;
+      notes.push(
+        `  ${s.name}: ${b.ratio.toFixed(3)} × unrecorded (${fmt(b.value)} ${s.unit}), recording costs ${(cost * 100).toFixed(1)} %`,
+      );
+    }
     if (s.error) notes.push(`  ${s.name}: ERROR ${s.error}`);
   }
   const m = rep.machine;

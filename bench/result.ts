@@ -17,6 +17,11 @@ export interface ScenarioResult {
   samples: { gateway: number[]; sshd: number[] };
   /** What failed, per side, when a side has no result. */
   error?: string;
+  /**
+   * Recorded scenarios: the unrecorded gateway of the same interleaved runs, and recorded/unrecorded
+   * (the cost of recording is 1 - ratio for throughput, ratio - 1 for CPU).
+   */
+  baseline?: { name: string; value: number; ratio: number };
 }
 
 export interface SideOutcome {

@@ -2,11 +2,12 @@
 import { resolve } from 'node:path';
 import { errText } from '../src/ops/log.js';
 import { createEnv, machineInfo } from './env.js';
-import { startGateway, type RunningGateway } from './gateway.js';
+import { startGateway, type RunningGateway, type RunningSink } from './gateway.js';
 import { parseOptions, USAGE, type BenchOptions, type ScenarioGroup } from './options.js';
 import { checkOk, runProcess } from './proc.js';
 import { formatTable, writeReport, type BenchReport } from './report.js';
 import { failedScenario, type ScenarioResult } from './result.js';
+import { round } from './stats.js';
 import { startSshd, SSHD_PATH, type RunningSshd } from './sshd.js';
 import { gatewayTarget, sshdTarget, type Target } from './target.js';
 import { execDownload, execUpload } from './scenarios/exec.js';
@@ -19,40 +20,67 @@ import { measureThroughput } from './scenarios/throughput.js';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-type Group = (targets: Target[], o: BenchOptions, dir: string) => Promise<ScenarioResult[]>;
+/**
+ * The targets of a run: the gateway and sshd, plus the recording gateway (undefined with
+ * --no-recording), which joins only the download scenarios.
+ */
+interface Targets {
+  both: Target[];
+  recorded: { target: Target; sink: RunningSink } | undefined;
+}
+
+type Group = (t: Targets, o: BenchOptions, dir: string) => Promise<ScenarioResult[]>;
+
+/**
+ * A download measured on the gateway, the recording gateway and sshd in the same interleaved runs;
+ * the recorded result also says what share of the bytes reached the session sink.
+ */
+async function recordedDownload(
+  t: Targets,
+  measure: (targets: Target[]) => Promise<ScenarioResult[]>,
+): Promise<ScenarioResult[]> {
+  const rec = t.recorded;
+  if (!rec) return measure(t.both);
+  const [g, s] = t.both as [Target, Target];
+  const before = rec.sink.received();
+  const results = await measure([g, rec.target, s]);
+  const after = rec.sink.received();
+  const bytes = after.bytes - before.bytes;
+  const dropped = after.dropped - before.dropped;
+  for (const r of results)
+    if (r.baseline && r.gateway && r.unit === 'MB/s')
+      r.gateway.recordedShare = bytes + dropped > 0 ? round(bytes / (bytes + dropped), 4) : 0;
+  return results;
+}
 
 const GROUPS: Record<ScenarioGroup, Group> = {
-  setup: ([g, s], o) => measureSetup(g as Target, s as Target, o.setupRuns, log),
-  latency: (ts, o) => measureLatency(ts, o.rttCount, log),
-  exec: async (ts, o) => [
-    ...(await measureThroughput('exec upload', o.size, ts, o.runs, execUpload(o.size), log)),
-    ...(await measureThroughput('exec download', o.size, ts, o.runs, execDownload(o.size), log)),
+  setup: ({ both: [g, s] }, o) => measureSetup(g as Target, s as Target, o.setupRuns, log),
+  latency: ({ both }, o) => measureLatency(both, o.rttCount, log),
+  exec: async (t, o) => [
+    ...(await measureThroughput('exec upload', o.size, t.both, o.runs, execUpload(o.size), log)),
+    ...(await recordedDownload(t, (ts) =>
+      measureThroughput('exec download', o.size, ts, o.runs, execDownload(o.size), log),
+    )),
   ],
-  forward: async (ts, o) => {
-    const f = await startForwarding(ts, o.fwdSize);
+  forward: async (t, o) => {
+    const f = await startForwarding([...t.both, ...(t.recorded ? [t.recorded.target] : [])], o.fwdSize);
     try {
       return [
-        ...(await measureThroughput('-L upload (to sink)', o.fwdSize, ts, o.runs, f.upload, log, false)),
-        ...(await measureThroughput(
-          '-L download (from source)',
-          o.fwdSize,
-          ts,
-          o.runs,
-          f.download,
-          log,
-          false,
+        ...(await measureThroughput('-L upload (to sink)', o.fwdSize, t.both, o.runs, f.upload, log, false)),
+        ...(await recordedDownload(t, (ts) =>
+          measureThroughput('-L download (from source)', o.fwdSize, ts, o.runs, f.download, log, false),
         )),
       ];
     } finally {
       await f.stop();
     }
   },
-  sftp: async (ts, o, dir) => [
-    ...(await measureThroughput('sftp put', o.sftpSize, ts, o.runs, sftpPut(dir, o.sftpSize), log)),
-    ...(await measureThroughput('sftp get', o.sftpSize, ts, o.runs, sftpGet(dir, o.sftpSize), log)),
+  sftp: async ({ both }, o, dir) => [
+    ...(await measureThroughput('sftp put', o.sftpSize, both, o.runs, sftpPut(dir, o.sftpSize), log)),
+    ...(await measureThroughput('sftp get', o.sftpSize, both, o.runs, sftpGet(dir, o.sftpSize), log)),
   ],
-  sessions: (ts, o) => measureSessions(ts, o.sessions, log),
-  rate: (ts, o) => measureRate(ts, o.rateSessions, o.rateConcurrency, log),
+  sessions: ({ both }, o) => measureSessions(both, o.sessions, log),
+  rate: ({ both }, o) => measureRate(both, o.rateSessions, o.rateConcurrency, log),
 };
 
 /** Runs the selected scenarios; returns the report (also written to o.json). */
@@ -61,8 +89,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const env = createEnv(o.cipher, o.kex);
   let sshd: RunningSshd | undefined;
   let gw: RunningGateway | undefined;
+  let rgw: RunningGateway | undefined;
   const stop = async () => {
     await gw?.stop().catch(() => undefined);
+    await rgw?.stop().catch(() => undefined);
     await sshd?.stop().catch(() => undefined);
     if (!process.env.KEEP_BENCH) env.cleanup();
   };
@@ -70,14 +100,31 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    sshd = await startSshd(env);
-    gw = await startGateway(env, o.tsxAgent);
+    // The recording gateway only matters for the exec and forward groups.
+    const wantRecorded = o.recording && o.scenarios.some((g) => g === 'exec' || g === 'forward');
+    const started = await Promise.allSettled([
+      startSshd(env),
+      startGateway(env, o.tsxAgent),
+      wantRecorded ? startGateway(env, o.tsxAgent, { record: true }) : Promise.resolve(undefined),
+    ]);
+    if (started[0].status === 'fulfilled') sshd = started[0].value;
+    if (started[1].status === 'fulfilled') gw = started[1].value;
+    if (started[2].status === 'fulfilled') rgw = started[2].value;
+    for (const r of started) if (r.status === 'rejected') throw r.reason;
+    if (!sshd || !gw) throw new Error('sshd or the gateway did not start');
     log(`sshd on 127.0.0.1:${sshd.port} (pid ${sshd.pid}), gateway on 127.0.0.1:${gw.port} (pid ${gw.pid})`);
-    const targets = [gatewayTarget(env, gw.port, gw.pid), sshdTarget(env, sshd.port, sshd.pid)];
+    const both = [gatewayTarget(env, gw.port, gw.pid), sshdTarget(env, sshd.port, sshd.pid)];
+    const recordedTarget = rgw?.sink && gatewayTarget(env, rgw.port, rgw.pid, rgw.sink.pid);
+    if (rgw?.sink)
+      log(`recording gateway on 127.0.0.1:${rgw.port} (pid ${rgw.pid}), sink pid ${rgw.sink.pid}`);
+    const targets: Targets = {
+      both,
+      recorded: recordedTarget && rgw?.sink ? { target: recordedTarget, sink: rgw.sink } : undefined,
+    };
     // Warm-up: the first gateway connection starts the workspace agent; not part of any measurement.
-    for (const t of targets) {
+    for (const t of [...both, ...(recordedTarget ? [recordedTarget] : [])]) {
       const r = await runProcess('ssh', [...t.sshArgs(), t.destination, 'true'], { timeoutMs: 60_000 });
-      checkOk(`warm-up ssh to ${t.side}`, r);
+      checkOk(`warm-up ssh to ${t.label}`, r);
     }
     const scenarios: ScenarioResult[] = [];
     for (const g of o.scenarios) {

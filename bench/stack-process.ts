@@ -6,7 +6,6 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { errText, initLogging } from '../src/ops/log.js';
 import { startLocalStack } from '../src/local/stack.js';
-import { startLocalSessionService, type LocalSessionService } from '../src/local/sessions/service.js';
 
 const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -17,8 +16,8 @@ async function main(): Promise<void> {
       home: { type: 'string' },
       log: { type: 'string' },
       'tsx-agent': { type: 'boolean', default: false },
-      // Record exec and -L (pcapng) channels into a local session service in this process.
-      record: { type: 'boolean', default: false },
+      // Record exec and -L (pcapng) channels to the session service at this address (bench/session-sink.ts).
+      'record-to': { type: 'string' },
     },
     strict: true,
   });
@@ -26,9 +25,7 @@ async function main(): Promise<void> {
   const home = values.home;
   if (!dataDir || !home || !values.log) throw new Error('--data-dir, --home and --log are required');
   initLogging({ destination: createWriteStream(values.log) });
-  // Its own session service, so the recorded stack does not depend on how the local stack wires one.
-  let sessions: LocalSessionService | undefined;
-  if (values.record) sessions = await startLocalSessionService({ dataDir: join(dataDir, 'bench-sessions') });
+  const recordTo = values['record-to'];
   const stack = await startLocalStack({
     listen: '127.0.0.1:0',
     dataDir,
@@ -43,8 +40,8 @@ async function main(): Promise<void> {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       // Same admission limit as the baseline sshd (MaxStartups 2000).
       cfg.server.maxStartups = 2000;
-      if (sessions) {
-        cfg.session.address = sessions.address;
+      if (recordTo) {
+        cfg.session.address = recordTo;
         cfg.server.recording.recordExec = true;
         cfg.server.recording.recordDirectTCPIP = true;
         cfg.server.recording.directTCPIP.format = 'pcapng';
@@ -55,7 +52,6 @@ async function main(): Promise<void> {
   const stop = () =>
     (stopping ??= (async () => {
       await stack.stop();
-      await sessions?.close();
     })().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -19,6 +19,10 @@ export interface MemReading {
 
 export interface Target {
   side: Side;
+  /** The gateway that records its exec and -L channels (bench/session-sink.ts receives them). */
+  recorded: boolean;
+  /** side, or `gateway (recorded)`: for logs and file names. */
+  label: string;
   port: number;
   user: string;
   env: BenchEnv;
@@ -38,6 +42,8 @@ function baseArgs(env: BenchEnv, port: number): string[] {
 export function sshdTarget(env: BenchEnv, port: number, pid: number): Target {
   return {
     side: 'sshd',
+    recorded: false,
+    label: 'sshd',
     port,
     user: env.user,
     env,
@@ -52,11 +58,17 @@ export function sshdTarget(env: BenchEnv, port: number, pid: number): Target {
   };
 }
 
-/** The stack process runs the gateway; its children are the workspace agents (one here). */
-export function gatewayTarget(env: BenchEnv, port: number, pid: number): Target {
+/**
+ * The stack process runs the gateway; its children are the workspace agents (one here). A recorded
+ * gateway's session sink is another process: its CPU is a part, not in the total (a real session
+ * service runs elsewhere).
+ */
+export function gatewayTarget(env: BenchEnv, port: number, pid: number, sinkPid?: number): Target {
   const agents = () => childrenOf(pid);
   return {
     side: 'gateway',
+    recorded: sinkPid !== undefined,
+    label: sinkPid !== undefined ? 'gateway (recorded)' : 'gateway',
     port,
     user: env.user,
     env,
@@ -70,7 +82,9 @@ export function gatewayTarget(env: BenchEnv, port: number, pid: number): Target 
         agent += selfCpu(a);
         tree += treeCpu(a);
       }
-      return { total: gateway + tree, parts: { gateway, agent, commands: tree - agent } };
+      const parts: Record<string, number> = { gateway, agent, commands: tree - agent };
+      if (sinkPid !== undefined) parts.sessionSink = selfCpu(sinkPid);
+      return { total: gateway + tree, parts };
     },
     memory: () => {
       const as = agents();

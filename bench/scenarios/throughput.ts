@@ -1,8 +1,8 @@
 // Interleaved A/B throughput runs (gateway, sshd, gateway, sshd, …) with server-side CPU per GiB.
 import { errText } from '../../src/ops/log.js';
 import { scenarioResult, type ScenarioResult, type SideOutcome } from '../result.js';
-import { median } from '../stats.js';
-import type { Side, Target } from '../target.js';
+import { median, round } from '../stats.js';
+import type { Target } from '../target.js';
 
 const GIB = 1024 ** 3;
 
@@ -21,6 +21,12 @@ export function transferTimeoutMs(bytes: number): number {
   return 30_000 + bytes / 10_000;
 }
 
+/**
+ * Runs `transfer` against every target in turn, `runs` times (interleaved). Results: `name` and
+ * `cpu/<name>` for the gateway against sshd, and, when a recorded gateway is among the targets,
+ * `<name> (recorded)` and `cpu/<name> (recorded)` (without a parenthesised suffix of `name`) for it
+ * against sshd, with the unrecorded gateway of the same runs as the baseline.
+ */
 export async function measureThroughput(
   name: string,
   bytes: number,
@@ -31,10 +37,10 @@ export async function measureThroughput(
   /** Wait for per-connection processes to exit around each run (not for a persistent connection). */
   settle = true,
 ): Promise<ScenarioResult[]> {
-  const by = new Map<Side, SideRuns>(targets.map((t) => [t.side, { mbps: [], cpu: [], parts: {} }]));
+  const by = new Map<string, SideRuns>(targets.map((t) => [t.label, { mbps: [], cpu: [], parts: {} }]));
   for (let i = 0; i < runs; i++) {
     for (const t of targets) {
-      const r = by.get(t.side) as SideRuns;
+      const r = by.get(t.label) as SideRuns;
       if (r.error) continue;
       try {
         if (settle) await t.settle();
@@ -47,15 +53,15 @@ export async function measureThroughput(
         r.cpu.push((c1.total - c0.total) / gib);
         for (const [k, v] of Object.entries(c1.parts))
           (r.parts[k] ??= []).push((v - (c0.parts[k] ?? 0)) / gib);
-        log(`  ${name} ${t.side} run ${i + 1}/${runs}: ${(bytes / 1e6 / (ms / 1000)).toFixed(1)} MB/s`);
+        log(`  ${name} ${t.label} run ${i + 1}/${runs}: ${(bytes / 1e6 / (ms / 1000)).toFixed(1)} MB/s`);
       } catch (e) {
         r.error = errText(e);
-        log(`  ${name} ${t.side} failed: ${r.error}`);
+        log(`  ${name} ${t.label} failed: ${r.error}`);
       }
     }
   }
-  const side = (s: Side, pick: (r: SideRuns) => SideOutcome): SideOutcome =>
-    by.has(s) ? pick(by.get(s) as SideRuns) : { samples: [], summary: null, error: 'not run' };
+  const side = (label: string, pick: (r: SideRuns) => SideOutcome): SideOutcome =>
+    by.has(label) ? pick(by.get(label) as SideRuns) : { samples: [], summary: null, error: 'not run' };
   const tput = (r: SideRuns): SideOutcome => ({
     samples: r.mbps,
     summary: r.error ? null : { value: median(r.mbps), min: Math.min(...r.mbps), max: Math.max(...r.mbps) },
@@ -67,11 +73,39 @@ export async function measureThroughput(
     for (const [k, v] of Object.entries(r.parts)) summary[k] = median(v);
     return { samples: r.cpu, summary: summary as { value: number } };
   };
-  return [
+  const results = [
     scenarioResult(name, 'MB/s', 'higher', { gateway: side('gateway', tput), sshd: side('sshd', tput) }),
     scenarioResult(`cpu/${name}`, 'CPU s/GiB', 'lower', {
       gateway: side('gateway', cpu),
       sshd: side('sshd', cpu),
     }),
+  ];
+  const recorded = targets.find((t) => t.recorded);
+  if (!recorded) return results;
+  const [plain, plainCpu] = results as [ScenarioResult, ScenarioResult];
+  // `-L download (from source)` → `-L download (recorded)`.
+  const recName = `${name.replace(/ \(.*\)$/, '')} (recorded)`;
+  const withBaseline = (r: ScenarioResult, base: ScenarioResult): ScenarioResult => {
+    const b = base.gateway?.value;
+    if (r.gateway && b !== undefined && b > 0)
+      r.baseline = { name: base.name, value: b, ratio: round(r.gateway.value / b, 4) };
+    return r;
+  };
+  return [
+    ...results,
+    withBaseline(
+      scenarioResult(recName, 'MB/s', 'higher', {
+        gateway: side(recorded.label, tput),
+        sshd: side('sshd', tput),
+      }),
+      plain,
+    ),
+    withBaseline(
+      scenarioResult(`cpu/${recName}`, 'CPU s/GiB', 'lower', {
+        gateway: side(recorded.label, cpu),
+        sshd: side('sshd', cpu),
+      }),
+      plainCpu,
+    ),
   ];
 }

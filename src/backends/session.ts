@@ -3,7 +3,6 @@
 // streams live as long as their channel, so their bound is the recorder's close deadline instead.
 import { Metadata, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
 import {
-  RecordingServiceClient,
   SessionServiceClient,
   type DataChunk,
   type EndRecordingSessionRequest,
@@ -21,6 +20,7 @@ import {
 } from '../gen/session/v1/session.js';
 import type { RecordedKind } from '../gateway/tap.js';
 import { ProxyError } from '../common/errors.js';
+import { FastRecordingServiceClient } from '../common/recording-wire.js';
 import {
   channelCredentials,
   channelOptions,
@@ -99,7 +99,7 @@ export function createSessionClient(cfg: BackendConfig, opts: SessionClientOptio
   // Without retries grpc-js holds at most one unsent message per stream and calls a write's callback
   // once the frame left, so the recorder's byte accounting is the real memory bound (with retries
   // it would buffer up to 256 KiB more per stream and acknowledge writes early).
-  const recordings = new RecordingServiceClient(cfg.address, creds, {
+  const recordings = new FastRecordingServiceClient(cfg.address, creds, {
     ...channelOptions(cfg, { 'grpc.enable_retries': 0 }),
     interceptors: interceptorsFor(cfg),
   });

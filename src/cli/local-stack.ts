@@ -4,10 +4,12 @@ import { parseArgs } from 'node:util';
 import { initLogging, getLogger, errText } from '../ops/log.js';
 import { startLocalStack } from '../local/stack.js';
 
-const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--data-dir DIR] [--nats] [--logtext]
+const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--data-dir DIR] [--config FILE] [--nats] [--logtext]
   --listen    SSH listen address (default 127.0.0.1:2222)
   --web       address of the local web pages: onboarding approval, sessions (default 127.0.0.1:2280)
   --data-dir  where host key, users.yaml, policy.yaml, workspaces and recordings live (default ./.ssh-proxy)
+  --config    gateway configuration with the local stack's \${LOCAL_…} variables (default config/local.yaml;
+              copy it to turn on server.recording.* and other settings)
   --nats      also run Debian's nats-server (user locks, recording overrides, failed-login events)
   --logtext   human-readable logs
 `;
@@ -20,6 +22,7 @@ async function main(): Promise<void> {
         listen: { type: 'string', default: '127.0.0.1:2222' },
         web: { type: 'string', default: '127.0.0.1:2280' },
         'data-dir': { type: 'string', default: './.ssh-proxy' },
+        config: { type: 'string' },
         nats: { type: 'boolean', default: false },
         logtext: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -42,6 +45,7 @@ async function main(): Promise<void> {
       listen: values.listen,
       webListen: values.web,
       dataDir: values['data-dir'],
+      configPath: values.config,
       nats: values.nats,
     });
   } catch (e) {

@@ -444,9 +444,11 @@ export class Dispatcher {
       );
     }
 
-    // Recording (§15): decided before anything runs; a refusal under failPolicy closed refuses.
+    // Recording (§15): decided before anything runs; a refusal under failPolicy closed refuses, and a
+    // stream that breaks later ends the channel (message on stderr, exit status 1).
     const execId = what.type === 'shell' ? state.id : this.conn.ids.next(what.type === 'exec' ? 'ex' : 'sf');
     const kind: RecordedKind = what.type;
+    let recordingFailed = false;
     try {
       relay.tap = await this.recordingTap(
         kind,
@@ -455,6 +457,12 @@ export class Dispatcher {
         {
           pty: pty ? { cols: pty.cols, rows: pty.rows } : undefined,
           command: what.type === 'exec' ? what.command.text : undefined,
+          onFailure: (f) => {
+            if (recordingFailed || relay.isFinished) return;
+            recordingFailed = true;
+            log.warn({ kind }, 'recording failed; ending the channel (failPolicy closed)');
+            void refuse(f.userMessage);
+          },
         },
         log,
       );
@@ -486,6 +494,7 @@ export class Dispatcher {
       }
     }
 
+    if (recordingFailed) return;
     const clientEnv: Array<readonly [EnvText, EnvText]> = authSock
       ? [...state.env, ['SSH_AUTH_SOCK', authSock]]
       : [...state.env];
@@ -514,6 +523,9 @@ export class Dispatcher {
               ? { type: 'exec', id: execId, command: what.command, shellBinary: user.shell }
               : { type: 'sftp', id: execId, sftpBinary: this.deps.settings.sftpBinary },
           );
+    // Ended for a broken recording: the cancelled call is not a workspace failure, and the user
+    // already has the message and exit status.
+    if (recordingFailed) return;
     if (result.broken) this.conn.workspaceFailed(ws, `${what.type} stream failed`);
     if (result.note) relay.notice(result.note, isPty);
     await relay.finish(result.ending);
@@ -534,6 +546,8 @@ export class Dispatcher {
       pty?: { cols: number; rows: number };
       command?: string;
       tcpip?: { srcHost: string; srcPort: number; dstHost: string; dstPort: number };
+      /** failPolicy closed: the recording broke while the channel ran; end the channel. */
+      onFailure: (e: RecordingRefused) => void;
     },
     log: Logger,
   ): Promise<ChannelTap | undefined> {
@@ -620,7 +634,10 @@ export class Dispatcher {
     const id = conn.ids.next('pf');
     const log = this.log.child({ chan: id });
     let tap: ChannelTap | undefined;
+    let acceptedRelay: ChannelRelay | undefined;
+    let recordingFailed = false;
     const open = this.pendingOpen(accept, reject, (relay) => {
+      acceptedRelay = relay;
       relay.tap = tap;
       const closeMetric = this.opened('direct-tcpip');
       void relay.closed.then(() => {
@@ -655,7 +672,18 @@ export class Dispatcher {
           'tcpip',
           ws,
           id,
-          { tcpip: { srcHost: dest.srcIP, srcPort: dest.srcPort, dstHost: dest.host, dstPort: dest.port } },
+          {
+            tcpip: { srcHost: dest.srcIP, srcPort: dest.srcPort, dstHost: dest.host, dstPort: dest.port },
+            // failPolicy closed: a forward whose recording broke is closed (never a byte of text on it, §23.e).
+            onFailure: (f) => {
+              if (recordingFailed) return;
+              recordingFailed = true;
+              log.warn('recording failed; closing the forward (failPolicy closed)');
+              // CLOSE at once (not EOF, which a client may answer by keeping its side open).
+              if (acceptedRelay) acceptedRelay.channel.close();
+              else open.reject(OpenFailure.ADMINISTRATIVELY_PROHIBITED, f.userMessage);
+            },
+          },
           log,
         );
       } catch (e) {
@@ -665,6 +693,7 @@ export class Dispatcher {
           e instanceof RecordingRefused ? e.userMessage : 'refused: the recording decision failed',
         );
       }
+      if (recordingFailed) return;
       const r = await runDirectTcpip(ws, id, dest, {
         open,
         log,

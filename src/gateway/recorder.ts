@@ -4,6 +4,7 @@
 // data is dropped and counted, never waited for, so recording cannot slow the user down.
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
+import type { GatewayMetrics } from '../ops/metrics.js';
 import { RateLimitedLog } from '../ops/log-limit.js';
 import { describeGrpcError } from '../backends/grpc.js';
 import type { Config } from '../config/load.js';
@@ -44,6 +45,9 @@ const RESIZE_COST = 16;
 
 export type FailPolicy = 'open' | 'closed';
 
+/** The recording metrics of the gateway (src/ops/metrics.ts). */
+export type RecorderMetrics = Pick<GatewayMetrics, 'recordingOpened' | 'recordingDropped'>;
+
 /** Time source and timers; tests inject a manual clock, production uses the real one (unref'd). */
 export interface RecorderClock {
   now(): number;
@@ -75,6 +79,8 @@ export interface RecordersOptions {
   openTimeoutMs?: number;
   /** How long to wait for the user token; 10 s (then '' is sent). */
   tokenTimeoutMs?: number;
+  /** Streams open, and data lost (overflow, broken streams, refusals). */
+  metrics?: RecorderMetrics;
 }
 
 export interface RecorderStats {
@@ -95,6 +101,7 @@ export function recordersFromConfig(
   cfg: Config,
   client: SessionBackend | undefined,
   log: Logger,
+  metrics?: RecorderMetrics,
 ): SessionRecorders {
   return createRecorders({
     client,
@@ -102,6 +109,7 @@ export function recordersFromConfig(
     bufferBytes: cfg.server.recording.bufferBytes,
     failPolicy: cfg.server.recording.failPolicy,
     log,
+    metrics,
   });
 }
 
@@ -154,6 +162,7 @@ export function createRecorders(o: RecordersOptions): SessionRecorders {
     openTimeoutMs: o.openTimeoutMs ?? 5_000,
     tokenTimeoutMs: o.tokenTimeoutMs ?? 10_000,
     totals,
+    metrics: o.metrics,
   };
 
   return {
@@ -162,10 +171,12 @@ export function createRecorders(o: RecordersOptions): SessionRecorders {
       if (!d.record) return undefined;
       const log = o.log.child({ conn: ctx.connectionId, chan: ctx.channelId });
       if (!o.client) {
+        o.metrics?.recordingDropped(ctx.kind, 'refused');
         limited.error({ kind: ctx.kind }, `Refusing channel: ${NO_SESSION_CLIENT}`, log);
         throw new RecordingRefused(NO_SESSION_CLIENT);
       }
       if (!ctx.connectionId || !ctx.channelId) {
+        o.metrics?.recordingDropped(ctx.kind, 'refused');
         limited.error({ kind: ctx.kind }, `Refusing channel: ${NO_RECORDING_IDS}`, log);
         throw new RecordingRefused(NO_RECORDING_IDS);
       }
@@ -223,6 +234,7 @@ interface RecordingEnv {
   openTimeoutMs: number;
   tokenTimeoutMs: number;
   totals: { droppedBytes: number; failures: number };
+  metrics: RecorderMetrics | undefined;
 }
 
 /** Where each tap direction goes, per kind (§15.5 "Captured"); undefined = not recorded. */
@@ -234,11 +246,18 @@ function directionOf(kind: RecordedKind, d: TapDirection): Direction | undefined
 
 interface OpenChunk {
   direction: Direction;
-  parts: Buffer[];
+  /** MAX_CHUNK_BYTES, filled from the front: each tapped byte is copied once, here. */
+  buf: Buffer;
   length: number;
   offsetMs: number;
   droppedBytes: number;
 }
+
+/**
+ * Sealed chunks shorter than this get a buffer of their own, so a queue never holds more than twice
+ * the bytes it counts against `bufferBytes` (a short chunk must not pin 32 KiB).
+ */
+const SHRINK_BELOW = MAX_CHUNK_BYTES / 2;
 
 interface QueuedFrame {
   payload: RecordingPayload;
@@ -257,6 +276,10 @@ class ChannelRecording implements ChannelTap {
   /** Dropped bytes not yet reported, per direction (index = Direction value). */
   private readonly pendingDrops = [0, 0];
   private blocked = false;
+  /** Bytes dropped in the current gap (reported to the metrics as one loss when the gap ends). */
+  private gapBytes = 0;
+  /** Ends the open-streams gauge entry of this recording. */
+  private closeGauge: (() => void) | undefined;
   private cancelFlush: (() => void) | undefined;
   private onDrained: (() => void) | undefined;
   private started: Promise<void> | undefined;
@@ -291,6 +314,7 @@ class ChannelRecording implements ChannelTap {
         this.ctx.kind === 'sftp' || this.ctx.kind === 'tcpip' ? this.ctx.connectionId : undefined;
       this.stream = this.client.openRecording(this.header(token), affinity);
       this.markStreamed();
+      this.closeGauge = this.env.metrics?.recordingOpened(this.ctx.kind);
       this.stream.done.then(
         () => this.answered(),
         (e: unknown) => this.broke(e),
@@ -300,6 +324,11 @@ class ChannelRecording implements ChannelTap {
       this.pump();
     } catch (e) {
       this.env.totals.failures++;
+      this.env.metrics?.recordingDropped(
+        this.ctx.kind,
+        this.env.failPolicy === 'closed' ? 'refused' : 'stream_error',
+        this.queued,
+      );
       this.discard('failed');
       if (this.env.failPolicy === 'closed') {
         this.env.limited.error(
@@ -394,19 +423,20 @@ class ChannelRecording implements ChannelTap {
     if (this.queued + data.length > this.env.bufferBytes) {
       this.pendingDrops[direction] = (this.pendingDrops[direction] ?? 0) + data.length;
       this.env.totals.droppedBytes += data.length;
+      this.gapBytes += data.length;
       // A gap: what follows starts a new chunk carrying the count (§15.5).
       this.seal();
       return;
     }
+    this.endGap();
     if (this.current && this.current.direction !== direction) this.seal();
-    // Copy: the caller may reuse `data` after this call.
-    const copy = Buffer.from(data);
-    this.queued += copy.length;
+    // Copied into the chunk: the caller may reuse `data` after this call.
+    this.queued += data.length;
     let at = 0;
-    while (at < copy.length) {
+    while (at < data.length) {
       const c = (this.current ??= this.newChunk(direction));
-      const take = Math.min(copy.length - at, MAX_CHUNK_BYTES - c.length);
-      c.parts.push(at === 0 && take === copy.length ? copy : copy.subarray(at, at + take));
+      const take = Math.min(data.length - at, MAX_CHUNK_BYTES - c.length);
+      data.copy(c.buf, c.length, at, at + take);
       c.length += take;
       at += take;
       if (c.length >= MAX_CHUNK_BYTES) this.seal();
@@ -419,10 +449,18 @@ class ChannelRecording implements ChannelTap {
     }
   }
 
+  /** A run of dropped data ended (or the recording did): one loss for the metrics. */
+  private endGap(): void {
+    if (this.gapBytes === 0) return;
+    this.env.metrics?.recordingDropped(this.ctx.kind, 'overflow', this.gapBytes);
+    this.gapBytes = 0;
+  }
+
   private newChunk(direction: Direction): OpenChunk {
     const droppedBytes = this.pendingDrops[direction] ?? 0;
     this.pendingDrops[direction] = 0;
-    return { direction, parts: [], length: 0, offsetMs: this.offset(), droppedBytes };
+    const buf = Buffer.allocUnsafe(MAX_CHUNK_BYTES);
+    return { direction, buf, length: 0, offsetMs: this.offset(), droppedBytes };
   }
 
   /** Ends the open chunk and queues it for sending. */
@@ -432,7 +470,8 @@ class ChannelRecording implements ChannelTap {
     this.current = undefined;
     this.cancelFlush?.();
     this.cancelFlush = undefined;
-    const data = c.parts.length === 1 ? (c.parts[0] as Buffer) : Buffer.concat(c.parts, c.length);
+    const filled = c.buf.subarray(0, c.length);
+    const data = c.length < SHRINK_BELOW ? Buffer.from(filled) : filled;
     this.outq.push({ payload: { $case: 'chunk', chunk: chunkOf(c, data) }, cost: c.length });
     this.pump();
   }
@@ -531,6 +570,7 @@ class ChannelRecording implements ChannelTap {
     if (this.state !== 'open' && this.state !== 'closing') return;
     const wasClosing = this.state === 'closing';
     this.env.totals.failures++;
+    this.env.metrics?.recordingDropped(this.ctx.kind, 'stream_error', this.queued);
     this.discard('failed');
     const fields = { kind: this.ctx.kind, err: describeGrpcError(e) };
     if (this.env.failPolicy === 'closed' && !wasClosing) {
@@ -553,6 +593,9 @@ class ChannelRecording implements ChannelTap {
   /** Frees everything and settles `finished`. */
   private discard(state: 'done' | 'failed'): void {
     this.state = state;
+    this.endGap();
+    this.closeGauge?.();
+    this.closeGauge = undefined;
     this.cancelFlush?.();
     this.cancelFlush = undefined;
     this.current = undefined;

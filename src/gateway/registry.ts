@@ -8,7 +8,7 @@ export interface LiveConnectionInfo {
   /** The address of the client (the PROXY header's source when one was accepted). */
   readonly clientIp: string;
   readonly clientPort: number;
-  /** The SSH client's version string (e.g. `OpenSSH_9.2p1 Debian-2+deb12u6`). */
+  /** The SSH client's identification string (e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6`). */
   readonly clientVersion: string;
   readonly startedAt: Date;
   /** Set once authenticated. */

@@ -209,7 +209,9 @@ export async function createGateway(
     const peer = `${info.ip}:${info.port}`;
     const clog = log.child({ conn: id, client: peer });
     live.add(client);
-    const version = info.header.versions.software;
+    // The whole identification line (e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6`), as Go's
+    // ConnMetadata.ClientVersion(): session tracking reports it as the session's `client`.
+    const version = info.header.identRaw;
     clog.info({ clientVersion: version }, 'connection accepted');
     let lastError: string | undefined;
     client.on('error', (e) => {

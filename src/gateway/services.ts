@@ -42,7 +42,7 @@ export function createServices(
   const authorizer = createAuthorizer(config.authz);
   const tokens = authorizer.configured ? createUserTokenCache(identity) : undefined;
   const sessionClient = sessionClientFromConfig(config);
-  const recorders = recordersFromConfig(config, sessionClient, getLogger('recorder'));
+  const recorders = recordersFromConfig(config, sessionClient, getLogger('recorder'), opts.metrics);
   const warning = recordingConfigWarning(config);
   if (warning) log.warn(warning);
   const observers: ConnectionObserver[] = [recordersObserver(recorders)];

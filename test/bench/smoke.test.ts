@@ -19,6 +19,8 @@ const EXPECTED = [
   '-L download (from source)',
   'sftp put',
   'sftp get',
+  'exec download (recorded)',
+  '-L download (recorded)',
   '5 idle PTY sessions: memory',
   'connection rate (c=20)',
 ];
@@ -29,7 +31,16 @@ const THROUGHPUT = [
   '-L download (from source)',
   'sftp put',
   'sftp get',
+  'exec download (recorded)',
+  '-L download (recorded)',
 ];
+/** Recorded scenarios and the unrecorded ones of the same runs they are reported against. */
+const RECORDED: Record<string, string> = {
+  'exec download (recorded)': 'exec download',
+  '-L download (recorded)': '-L download (from source)',
+  'cpu/exec download (recorded)': 'cpu/exec download',
+  'cpu/-L download (recorded)': 'cpu/-L download (from source)',
+};
 
 test(
   'npm run bench --quick: every scenario has a well-formed result for both sides',
@@ -80,6 +91,23 @@ test(
         for (const x of xs) assert.ok(Number.isFinite(x) && x >= min, `${what}: sample ${x}`);
       }
     }
+    // Recorded scenarios carry the unrecorded gateway of the same runs as their baseline.
+    for (const [rec, plain] of Object.entries(RECORDED)) {
+      const r = rep.scenarios.find((x) => x.name === rec);
+      const p = rep.scenarios.find((x) => x.name === plain);
+      assert.ok(r?.gateway && r.baseline && p?.gateway, `${rec}: ${JSON.stringify(r)}`);
+      assert.equal(r.baseline.name, plain);
+      assert.equal(r.baseline.value, p.gateway.value);
+      if (p.gateway.value > 0)
+        assert.ok(
+          Math.abs(r.baseline.ratio - r.gateway.value / p.gateway.value) <= 0.01 * r.baseline.ratio + 1e-3,
+        );
+      if (r.unit === 'MB/s') {
+        const share = r.gateway.recordedShare;
+        assert.ok(share !== undefined && share >= 0 && share <= 1, `${rec}: recordedShare ${share}`);
+      }
+    }
+    assert.match(out, /exec download \(recorded\): [\d.]+ × unrecorded/);
     // Throughput scenarios ran the requested number of interleaved runs on both sides.
     for (const n of THROUGHPUT) {
       const s = rep.scenarios.find((x) => x.name === n);

@@ -26,6 +26,7 @@ import {
   type TcpipRecordingFrame,
   RecordingType,
 } from '../../gen/session/v1/session.js';
+import { widenReceiveWindows } from '../../agent/flow-control.js';
 import { bindServer, checkBearer, grpcError, isGrpcError, shutdownServer, unary } from '../grpc-server.js';
 import { OutFile } from './out-file.js';
 import { PcapngFile } from './pcapng.js';
@@ -354,6 +355,9 @@ export async function startLocalSessionService(o: LocalSessionServiceOptions): P
   } catch (e) {
     throw new Error(`session service cannot listen on ${o.listen ?? '127.0.0.1:0'}: ${errText(e)}`);
   }
+  // Recording streams are uploads: with grpc-js's 64 KiB server windows every frame waits for a
+  // WINDOW_UPDATE, and a gateway recording a fast download fills its queue and drops.
+  widenReceiveWindows(server);
   log.info({ address, recordings: root }, 'local session service listening');
 
   return {
