@@ -3,6 +3,7 @@
 import type { Config } from '../config/load.js';
 import { errText, getLogger, type Logger } from '../ops/log.js';
 import { ForkingParent, forkingOptionsFromConfig } from '../gateway/forking.js';
+import { hostKeyTypes } from '../gateway/hostkey-type.js';
 import { GatewayMetrics } from '../ops/metrics.js';
 import { gatewayReadiness, startHealthServer } from '../ops/health.js';
 import { COMMIT, VERSION, sshIdent } from '../ops/version.js';
@@ -14,13 +15,16 @@ export async function runForkingParent(
 ): Promise<void> {
   const metrics = new GatewayMetrics({ version: VERSION, commit: COMMIT });
   try {
-    const parent = await ForkingParent.start(
-      forkingOptionsFromConfig(config.server, cli, {
+    // The children load the keys; the parent checks them now, so a bad path fails the start.
+    const types = hostKeyTypes(config.server.serverKey);
+    const parent = await ForkingParent.start({
+      ...forkingOptionsFromConfig(config.server, cli, {
         ident: `SSH-2.0-${sshIdent()}`,
         log: getLogger('ssh-server'),
         metrics,
       }),
-    );
+      hostKeyTypes: types,
+    });
     if (config.metrics.address) {
       // The process exits with the parent; the health listener goes with it.
       await startHealthServer({
