@@ -327,19 +327,21 @@ export class GatewayProcess {
   }
 
   /** The first line matching `pred` (searching from line `from`), waiting for it. */
-  waitLog(pred: (l: LogLine) => boolean, what: string, timeoutMs = 30_000, from = 0): Promise<LogLine> {
-    return waitFor(
-      () => {
-        const l = this.lines.slice(from).find(pred);
-        if (l) return l;
-        if (this.proc.exitCode !== null || this.proc.signalCode !== null)
-          throw new Error(
-            `the gateway exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.tail()}`,
-          );
-        return undefined;
-      },
-      { timeoutMs, intervalMs: 25, what: `${what}; log tail:\n${this.tail()}` },
-    );
+  async waitLog(pred: (l: LogLine) => boolean, what: string, timeoutMs = 30_000, from = 0): Promise<LogLine> {
+    try {
+      return await waitFor(
+        () => {
+          const l = this.lines.slice(from).find(pred);
+          if (l) return l;
+          if (this.proc.exitCode !== null || this.proc.signalCode !== null)
+            throw new Error(`the gateway exited (${this.proc.exitCode ?? this.proc.signalCode})`);
+          return undefined;
+        },
+        { timeoutMs, intervalMs: 25, what },
+      );
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; log tail:\n${this.tail()}`);
+    }
   }
 
   find(pred: (l: LogLine) => boolean): LogLine[] {
