@@ -5,7 +5,7 @@ import { errText, getLogger, type Logger } from '../ops/log.js';
 import { ForkingParent, forkingOptionsFromConfig } from '../gateway/forking.js';
 import { hostKeyTypes } from '../gateway/hostkey-type.js';
 import { GatewayMetrics } from '../ops/metrics.js';
-import { gatewayReadiness, startHealthServer } from '../ops/health.js';
+import { gatewayReadiness, startHealthServer, type HealthServer } from '../ops/health.js';
 import { COMMIT, VERSION, sshIdent } from '../ops/version.js';
 
 export async function runForkingParent(
@@ -25,9 +25,9 @@ export async function runForkingParent(
       }),
       hostKeyTypes: types,
     });
+    let health: HealthServer | undefined;
     if (config.metrics.address) {
-      // The process exits with the parent; the health listener goes with it.
-      await startHealthServer({
+      health = await startHealthServer({
         address: config.metrics.address,
         metrics,
         readiness: gatewayReadiness({
@@ -35,11 +35,23 @@ export async function runForkingParent(
           draining: () => parent.isDraining,
         }),
         log: getLogger('metrics'),
+        // During a hand-over the old parent still holds the port until it exits.
+        bindRetryMs: 10_000,
       });
     }
-    parent.installSignalHandlers();
+    // The health listener is closed before the process exits, so that after SIGUSR2 the new parent
+    // gets the port as soon as possible.
+    const h = health;
+    parent.installSignalHandlers((code) => {
+      void (h ? withDeadline(h.close(), 2000) : Promise.resolve()).finally(() => process.exit(code));
+    });
   } catch (err) {
     log.error(`Failed to start server: ${errText(err)}`);
     process.exit(1);
   }
+}
+
+/** `p`, or nothing after `ms`: shutdown never hangs on a listener. */
+function withDeadline(p: Promise<void>, ms: number): Promise<void> {
+  return Promise.race([p, new Promise<void>((r) => setTimeout(r, ms).unref())]);
 }

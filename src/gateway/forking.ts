@@ -96,8 +96,9 @@ export class ForkingParent {
     const server = net.createServer({ pauseOnConnect: true });
     const parent = new ForkingParent(o, server);
     server.on('connection', (socket) => parent.accept(socket));
-    server.on('error', (e) => o.log.error({ err: errText(e) }, 'Failed to accept connection'));
     await listenWithRetry(server, o.host, o.port, o.bindRetryMs ?? 0, o.log);
+    // After the bind: its retries are not accept errors.
+    server.on('error', (e) => o.log.error({ err: errText(e) }, 'Failed to accept connection'));
     const addr = server.address() as net.AddressInfo;
     o.log.info({ address: `${addr.address}:${addr.port}`, forking: true }, 'SSH proxy server listening');
     return parent;
