@@ -12,6 +12,8 @@ export interface RunningGateway {
   /** The stack process: gateway, local identity and local provisioner (the latter two idle while measuring). */
   pid: number;
   logFile: string;
+  /** Addresses of the stack's identity and provisioner, for further gateways against the same services. */
+  services: { identity: string; provisioner: string };
   stop(): Promise<void>;
 }
 
@@ -69,13 +71,28 @@ export async function startGateway(
     clearTimeout(t1);
     clearTimeout(t2);
   };
-  const ready = new Promise<{ port: number; pid: number }>((resolveReady, reject) => {
+  const ready = new Promise<Omit<RunningGateway, 'logFile' | 'stop'>>((resolveReady, reject) => {
     const lines = createInterface({ input: child.stdout });
     lines.once('line', (l) => {
       try {
-        const v = JSON.parse(l) as { port?: unknown; pid?: unknown };
-        if (typeof v.port !== 'number' || typeof v.pid !== 'number') throw new Error(`bad ready line: ${l}`);
-        resolveReady({ port: v.port, pid: v.pid });
+        const v = JSON.parse(l) as {
+          port?: unknown;
+          pid?: unknown;
+          identity?: unknown;
+          provisioner?: unknown;
+        };
+        if (
+          typeof v.port !== 'number' ||
+          typeof v.pid !== 'number' ||
+          typeof v.identity !== 'string' ||
+          typeof v.provisioner !== 'string'
+        )
+          throw new Error(`bad ready line: ${l}`);
+        resolveReady({
+          port: v.port,
+          pid: v.pid,
+          services: { identity: v.identity, provisioner: v.provisioner },
+        });
       } catch (e) {
         reject(e instanceof Error ? e : new Error(String(e)));
       }

@@ -13,13 +13,19 @@ import { execDownload, execUpload } from './scenarios/exec.js';
 import { startForwarding } from './scenarios/forward.js';
 import { measureLatency } from './scenarios/latency.js';
 import { measureRate, measureSessions } from './scenarios/sessions.js';
+import { measureProcessModels } from './scenarios/process-model.js';
 import { measureSetup } from './scenarios/setup.js';
 import { sftpGet, sftpPut } from './scenarios/sftp.js';
 import { measureThroughput } from './scenarios/throughput.js';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-type Group = (targets: Target[], o: BenchOptions, dir: string) => Promise<ScenarioResult[]>;
+type Group = (
+  targets: Target[],
+  o: BenchOptions,
+  dir: string,
+  gw: RunningGateway,
+) => Promise<ScenarioResult[]>;
 
 const GROUPS: Record<ScenarioGroup, Group> = {
   setup: ([g, s], o) => measureSetup(g as Target, s as Target, o.setupRuns, log),
@@ -53,6 +59,16 @@ const GROUPS: Record<ScenarioGroup, Group> = {
   ],
   sessions: (ts, o) => measureSessions(ts, o.sessions, log),
   rate: (ts, o) => measureRate(ts, o.rateSessions, o.rateConcurrency, log),
+  forking: ([, s], o, _dir, gw) => {
+    const sshd = s as Target;
+    return measureProcessModels(
+      sshd.env,
+      sshd,
+      gw.services,
+      { setupRuns: o.setupRuns, connections: o.forkConnections, tsx: o.tsxAgent },
+      log,
+    );
+  },
 };
 
 /** Runs the selected scenarios; returns the report (also written to o.json). */
@@ -83,7 +99,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     for (const g of o.scenarios) {
       log(`${g}…`);
       try {
-        scenarios.push(...(await GROUPS[g](targets, o, env.dir)));
+        scenarios.push(...(await GROUPS[g](targets, o, env.dir, gw)));
       } catch (e) {
         log(`  ${g} failed: ${errText(e)}`);
         scenarios.push(failedScenario(g, '', 'higher', errText(e)));
