@@ -44,8 +44,10 @@ function opensshKeyType(text: string): string {
   return type.value.toString('latin1');
 }
 
-/** The SSH key type of a PEM (PKCS#1, SEC1, PKCS#8) private key. */
+/** The SSH key type of a PEM private key in the formats ssh2 reads (PKCS#1 RSA, SEC1 EC; not PKCS#8). */
 function pemKeyType(text: string): string {
+  if (!/-----BEGIN (RSA|EC) PRIVATE KEY-----/.test(text))
+    throw new Error('unsupported key format (want an OpenSSH, PEM RSA or PEM EC private key)');
   const key = createPrivateKey(text);
   switch (key.asymmetricKeyType) {
     case 'rsa':
