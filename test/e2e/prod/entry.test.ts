@@ -366,6 +366,10 @@ describe(
         assert.match(live.clientVersion, /OpenSSH/);
         assert.equal(live.openChannels, 1);
         assert.ok(live.workspace.length > 0);
+        // Authenticated connections no longer count as pre-authentication ones.
+        const m = await metrics();
+        assert.ok((sampleValue(m, 'sshproxy_connections_open') ?? 0) >= 1);
+        assert.equal(sampleValue(m, 'sshproxy_connections_unauthenticated'), 0);
         await new Promise((resolve, reject) =>
           a.endConnection(
             { id: conn, message: 'maintenance window: please reconnect' },
