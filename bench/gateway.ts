@@ -14,6 +14,8 @@ export interface RunningGateway {
   logFile: string;
   /** The recorded variant: the session sink it streams to. */
   sink: RunningSink | undefined;
+  /** Addresses of the stack's identity and provisioner, for further gateways against the same services. */
+  services: { identity: string; provisioner: string };
   stop(): Promise<void>;
 }
 
@@ -131,12 +133,18 @@ export async function startGateway(
   if (sink) args.push('--record-to', sink.address);
   try {
     const c = await startChild(args, 'the stack process');
-    const { port, pid } = c.ready;
-    if (typeof port !== 'number' || typeof pid !== 'number')
+    const { port, pid, identity, provisioner } = c.ready;
+    if (
+      typeof port !== 'number' ||
+      typeof pid !== 'number' ||
+      typeof identity !== 'string' ||
+      typeof provisioner !== 'string'
+    )
       throw new Error(`bad ready line: ${JSON.stringify(c.ready)}`);
     return {
       port,
       pid,
+      services: { identity, provisioner },
       logFile,
       sink,
       stop: async () => {

@@ -1,7 +1,16 @@
 // Command-line options of `npm run bench`, with the issue's defaults and a --quick profile for the smoke test.
 import { parseArgs } from 'node:util';
 
-export const SCENARIO_GROUPS = ['setup', 'latency', 'exec', 'forward', 'sftp', 'sessions', 'rate'] as const;
+export const SCENARIO_GROUPS = [
+  'setup',
+  'latency',
+  'exec',
+  'forward',
+  'sftp',
+  'sessions',
+  'rate',
+  'forking',
+] as const;
 export type ScenarioGroup = (typeof SCENARIO_GROUPS)[number];
 
 export interface BenchOptions {
@@ -14,6 +23,8 @@ export interface BenchOptions {
   sessions: number[];
   rateSessions: number;
   rateConcurrency: number;
+  /** Idle connections held by the process-model (forking) scenario. */
+  forkConnections: number;
   cipher: string;
   /** Key exchange for every client; undefined = the client's default preference. */
   kex: string | undefined;
@@ -35,6 +46,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --rtt-count N       interactive echo round trips (default 1000)
   --sessions LIST     concurrent idle PTY sessions (default 100,500,1000)
   --rate-sessions N   sessions for the connection-rate test (default 200, concurrency 20)
+  --fork-conns N      idle connections of the forking/in-process memory figure (default 20)
   --cipher NAME       SSH cipher for every client (default aes128-gcm@openssh.com)
   --kex NAME          pin the key exchange for every client (default: the OpenSSH client's preference)
   --scenarios LIST    subset of ${SCENARIO_GROUPS.join(',')}
@@ -73,6 +85,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'rtt-count': { type: 'string' },
       sessions: { type: 'string' },
       'rate-sessions': { type: 'string' },
+      'fork-conns': { type: 'string' },
       cipher: { type: 'string', default: 'aes128-gcm@openssh.com' },
       kex: { type: 'string' },
       scenarios: { type: 'string' },
@@ -108,6 +121,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     sessions,
     rateSessions: positiveInt('rate-sessions', values['rate-sessions'] ?? (q ? '10' : '200')),
     rateConcurrency: 20,
+    forkConnections: positiveInt('fork-conns', values['fork-conns'] ?? (q ? '3' : '20')),
     cipher: values.cipher,
     kex: values.kex,
     scenarios: scenarios as ScenarioGroup[],

@@ -14,6 +14,7 @@ import { execDownload, execUpload } from './scenarios/exec.js';
 import { startForwarding } from './scenarios/forward.js';
 import { measureLatency } from './scenarios/latency.js';
 import { measureRate, measureSessions } from './scenarios/sessions.js';
+import { measureProcessModels } from './scenarios/process-model.js';
 import { measureSetup } from './scenarios/setup.js';
 import { sftpGet, sftpPut } from './scenarios/sftp.js';
 import { measureThroughput } from './scenarios/throughput.js';
@@ -29,7 +30,7 @@ interface Targets {
   recorded: { target: Target; sink: RunningSink } | undefined;
 }
 
-type Group = (t: Targets, o: BenchOptions, dir: string) => Promise<ScenarioResult[]>;
+type Group = (t: Targets, o: BenchOptions, dir: string, gw: RunningGateway) => Promise<ScenarioResult[]>;
 
 /**
  * A download measured on the gateway, the recording gateway and sshd in the same interleaved runs;
@@ -81,6 +82,16 @@ const GROUPS: Record<ScenarioGroup, Group> = {
   ],
   sessions: ({ both }, o) => measureSessions(both, o.sessions, log),
   rate: ({ both }, o) => measureRate(both, o.rateSessions, o.rateConcurrency, log),
+  forking: ({ both: [, s] }, o, _dir, gw) => {
+    const sshd = s as Target;
+    return measureProcessModels(
+      sshd.env,
+      sshd,
+      gw.services,
+      { setupRuns: o.setupRuns, connections: o.forkConnections, tsx: o.tsxAgent },
+      log,
+    );
+  },
 };
 
 /** Runs the selected scenarios; returns the report (also written to o.json). */
@@ -130,7 +141,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     for (const g of o.scenarios) {
       log(`${g}…`);
       try {
-        scenarios.push(...(await GROUPS[g](targets, o, env.dir)));
+        scenarios.push(...(await GROUPS[g](targets, o, env.dir, gw)));
       } catch (e) {
         log(`  ${g} failed: ${errText(e)}`);
         scenarios.push(failedScenario(g, '', 'higher', errText(e)));

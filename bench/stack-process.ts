@@ -59,7 +59,15 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void stop());
   process.stdin.on('end', () => void stop());
   process.stdin.resume();
-  process.stdout.write(`${JSON.stringify({ port: stack.gateway.port, pid: process.pid })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      port: stack.gateway.port,
+      pid: process.pid,
+      // For gateways started beside this one (the process-model scenario).
+      identity: stack.identity.address,
+      provisioner: stack.provisioner.address,
+    })}\n`,
+  );
 }
 
 main().catch((e: unknown) => {

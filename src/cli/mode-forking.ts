@@ -3,8 +3,9 @@
 import type { Config } from '../config/load.js';
 import { errText, getLogger, type Logger } from '../ops/log.js';
 import { ForkingParent, forkingOptionsFromConfig } from '../gateway/forking.js';
+import { hostKeyTypes } from '../gateway/hostkey-type.js';
 import { GatewayMetrics } from '../ops/metrics.js';
-import { gatewayReadiness, startHealthServer } from '../ops/health.js';
+import { gatewayReadiness, startHealthServer, type HealthServer } from '../ops/health.js';
 import { COMMIT, VERSION, sshIdent } from '../ops/version.js';
 
 export async function runForkingParent(
@@ -14,16 +15,19 @@ export async function runForkingParent(
 ): Promise<void> {
   const metrics = new GatewayMetrics({ version: VERSION, commit: COMMIT });
   try {
-    const parent = await ForkingParent.start(
-      forkingOptionsFromConfig(config.server, cli, {
+    // The children load the keys; the parent checks them now, so a bad path fails the start.
+    const types = hostKeyTypes(config.server.serverKey);
+    const parent = await ForkingParent.start({
+      ...forkingOptionsFromConfig(config.server, cli, {
         ident: `SSH-2.0-${sshIdent()}`,
         log: getLogger('ssh-server'),
         metrics,
       }),
-    );
+      hostKeyTypes: types,
+    });
+    let health: HealthServer | undefined;
     if (config.metrics.address) {
-      // The process exits with the parent; the health listener goes with it.
-      await startHealthServer({
+      health = await startHealthServer({
         address: config.metrics.address,
         metrics,
         readiness: gatewayReadiness({
@@ -31,11 +35,23 @@ export async function runForkingParent(
           draining: () => parent.isDraining,
         }),
         log: getLogger('metrics'),
+        // During a hand-over the old parent still holds the port until it exits.
+        bindRetryMs: 10_000,
       });
     }
-    parent.installSignalHandlers();
+    // The health listener is closed before the process exits, so that after SIGUSR2 the new parent
+    // gets the port as soon as possible.
+    const h = health;
+    parent.installSignalHandlers((code) => {
+      void (h ? withDeadline(h.close(), 2000) : Promise.resolve()).finally(() => process.exit(code));
+    });
   } catch (err) {
     log.error(`Failed to start server: ${errText(err)}`);
     process.exit(1);
   }
+}
+
+/** `p`, or nothing after `ms`: shutdown never hangs on a listener. */
+function withDeadline(p: Promise<void>, ms: number): Promise<void> {
+  return Promise.race([p, new Promise<void>((r) => setTimeout(r, ms).unref())]);
 }

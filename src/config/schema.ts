@@ -199,6 +199,8 @@ export const configSchema = z.object({
   grpc: section({
     /** Control gRPC server port; 0 = disabled. */
     port: num(0, { min: 0, max: 65535 }),
+    /** Ours: listen address of the control server; "" = all interfaces (the reference binds `:<port>`). */
+    bindAddress: str(''),
     enableTLS: bool(false),
     certFile: str(''),
     keyFile: str(''),

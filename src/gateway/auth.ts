@@ -525,8 +525,13 @@ export class Authenticator {
     const answer = () => {
       if (!this.closer.signal.aborted && this.count()) ctx.reject(methods);
     };
-    if (wait > 0) setTimeout(answer, wait).unref();
-    else answer();
+    if (wait > 0) {
+      this.log.info(
+        { delayMs: wait, method: ctx.method },
+        'authentication failure answered after a backoff delay',
+      );
+      setTimeout(answer, wait).unref();
+    } else answer();
   }
 
   /** Counts one attempt; false (and the connection ended) when that reached the limit. */

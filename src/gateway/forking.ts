@@ -56,6 +56,8 @@ export interface ForkingOptions {
   killGraceMs?: number;
   /** Our SSH identification string, for the "too many connections" refusal. */
   ident: string;
+  /** Types of the configured host keys (checked at start by the caller), for the start-up line. */
+  hostKeyTypes?: readonly string[];
   log: Logger;
   metrics?: ForkingMetrics;
   /** Base environment of the children (default process.env). */
@@ -85,11 +87,18 @@ export class ForkingParent {
   /** Binds the listener and starts accepting. */
   static async start(o: ForkingOptions): Promise<ForkingParent> {
     o.log.info('Starting SSH proxy server');
+    o.log.info({ ident: o.ident }, `SSH server version: ${o.ident}`);
+    if (o.hostKeyTypes?.length)
+      o.log.info(
+        { hostKeyTypes: o.hostKeyTypes },
+        `SSH server initialized with server key: ${o.hostKeyTypes.join(', ')}`,
+      );
     const server = net.createServer({ pauseOnConnect: true });
     const parent = new ForkingParent(o, server);
     server.on('connection', (socket) => parent.accept(socket));
-    server.on('error', (e) => o.log.error({ err: errText(e) }, 'Failed to accept connection'));
     await listenWithRetry(server, o.host, o.port, o.bindRetryMs ?? 0, o.log);
+    // After the bind: its retries are not accept errors.
+    server.on('error', (e) => o.log.error({ err: errText(e) }, 'Failed to accept connection'));
     const addr = server.address() as net.AddressInfo;
     o.log.info({ address: `${addr.address}:${addr.port}`, forking: true }, 'SSH proxy server listening');
     return parent;
@@ -156,7 +165,7 @@ export class ForkingParent {
     const record: ChildRecord = { pid, connectionId, startedAt: new Date(), peer };
     this.table.set(pid, record);
     const reaped = this.o.metrics?.childStarted();
-    log.debug({ conn: connectionId, childPid: pid, peer }, 'Child process started');
+    log.info({ conn: connectionId, childPid: pid, peer }, 'Child process started');
     child.on('error', (e) =>
       log.error({ conn: connectionId, childPid: pid, err: errText(e) }, 'Child process error'),
     );

@@ -1,6 +1,6 @@
-// The accept loop. It only accepts TCP sockets and hands each one to a SocketHandler: today the
-// in-process SSH server; in forking mode (a later issue) a handler that passes the socket to a child
-// process as fd 3. PROXY-protocol parsing will also sit between accept and the handler.
+// The accept loop of the in-process server: it only accepts TCP sockets and hands each one to a
+// SocketHandler (the gateway's accept path: PROXY header, limits, SSH). Forking mode has its own
+// listener in forking.ts.
 import net from 'node:net';
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
@@ -33,7 +33,13 @@ export function listen(host: string, port: number, handle: SocketHandler, log: L
       resolve({
         host: addr.address,
         port: addr.port,
-        close: () => new Promise<void>((r) => server.close(() => r())),
+        // Stops accepting at once. Not server.close()'s callback: that waits until every accepted
+        // connection has ended, and a drain needs the listener gone while they are still open.
+        close: () =>
+          new Promise<void>((r) => {
+            server.close();
+            setImmediate(r);
+          }),
       });
     });
   });

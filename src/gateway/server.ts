@@ -47,11 +47,28 @@ const KEEPALIVE_OFF_MS = 2 ** 31 - 1;
 const STOP_GRACE_MS = 2000;
 /** What a client still connected when a drain ends is told. */
 export const RESTART_MESSAGE = 'ssh-proxy is restarting; reconnect';
+/** What a source refused after repeated authentication failures is told (before key exchange). */
+export const PENALTY_MESSAGE = 'too many authentication failures from your address; try again later';
+
+/** What the accept path learned about one socket, for the ssh2 connection callback. */
+interface AcceptedSocket {
+  id: string;
+  grace: LoginGrace;
+  ticket?: PreauthTicket;
+  /** Where the client connected to (the PROXY header's destination when there was one). */
+  server?: { ip: string; port: number };
+  /** Frees the pre-authentication slot (authenticated or closed); idempotent. */
+  release(): void;
+  /** ssh2 reported the connection (its version line arrived). */
+  claimed: boolean;
+}
 
 export interface GatewayOptions {
   host: string;
   port: number;
   hostKeys: Buffer[];
+  /** Key type of each host key (for the start-up log line), e.g. `ssh-ed25519`. */
+  hostKeyTypes?: string[];
   handshakeTimeoutMs: number;
   maxAuthTries: number;
   /** Ours (server.onboardingTimeout): longest keyboard-interactive onboarding wait. */
@@ -160,10 +177,7 @@ export async function createGateway(
   const live = new Set<Connection>();
   const closing = new Set<Promise<void>>();
   /** Per accepted socket: what the accept path learned, for the ssh2 connection callback. */
-  const sockets = new WeakMap<
-    net.Socket,
-    { id: string; grace: LoginGrace; ticket?: PreauthTicket; server?: { ip: string; port: number } }
-  >();
+  const sockets = new WeakMap<net.Socket, AcceptedSocket>();
   let draining = false;
   let acceptingChannels = true;
 
@@ -203,9 +217,9 @@ export async function createGateway(
     client: Connection,
     info: ssh2.ClientInfo,
     id: string,
-    accepted:
-      { grace: LoginGrace; ticket?: PreauthTicket; server?: { ip: string; port: number } } | undefined,
+    accepted: AcceptedSocket | undefined,
   ): void {
+    if (accepted) accepted.claimed = true;
     const peer = `${info.ip}:${info.port}`;
     const clog = log.child({ conn: id, client: peer });
     live.add(client);
@@ -256,6 +270,8 @@ export async function createGateway(
     client.once('ready', () => {
       accepted?.grace.cancel();
       doneAuthenticating();
+      // Authenticated: no longer counts against the pre-authentication caps.
+      accepted?.release();
       const who = auth.result;
       if (!who) {
         clog.error('authenticated without a resolved user; closing');
@@ -310,40 +326,21 @@ export async function createGateway(
     });
   }
 
-  /** The accept path of one socket: limits, PROXY header, grace timer, then SSH. */
+  /**
+   * The accept path of one socket: PROXY header, pre-authentication limits, grace timer, then SSH.
+   * Everything that runs for this socket (its events, timers and promises) carries the connection id,
+   * so even the process's last-resort handlers can name the connection.
+   */
   function serve(socket: net.Socket, connectionId?: string): Promise<void> {
     const id = connectionId ?? newConnectionId();
+    return withConnectionContext(id, socket, () => accept(socket, id));
+  }
+
+  function accept(socket: net.Socket, id: string): Promise<void> {
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    socket.on('error', () => undefined);
-    const slog = log.child({ conn: id, client: `${socket.remoteAddress}:${socket.remotePort}` });
-    const admission = limiter?.admit(socket.remoteAddress ?? '');
-    if (admission && !admission.ok) {
-      slog.warn(
-        { reason: admission.reason, why: admission.message },
-        'connection refused before key exchange',
-      );
-      metrics?.preauthRejected(admission.reason);
-      refuseSsh(socket, {
-        ident: sshIdent(),
-        reason: DisconnectReason.TOO_MANY_CONNECTIONS,
-        message: 'too many connections',
-      });
-      return closed;
-    }
-    const admitted = admission?.ticket;
-    const doneUnauth = metrics?.unauthenticated();
-    const doneConn = metrics?.connectionOpened();
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      admitted?.release();
-      doneUnauth?.();
-    };
-    socket.once('close', () => {
-      release();
-      doneConn?.();
-    });
+    let socketError: string | undefined;
+    socket.on('error', (e) => (socketError ??= errText(e)));
+    let slog = log.child({ conn: id, client: `${socket.remoteAddress}:${socket.remotePort}` });
     void (async () => {
       // Where the client connected to (SSH_CONNECTION); the PROXY header's destination replaces it.
       let dest =
@@ -352,8 +349,6 @@ export async function createGateway(
           : undefined;
       if (opts.proxy && trusted) {
         const o = await readProxyHeader(socket, { timeoutMs: opts.proxy.timeoutMs, trusted, log: slog });
-        if (o.ok && o.kind === 'proxied' && o.header.addresses)
-          dest = { ip: o.header.addresses.destination.ip, port: o.header.addresses.destination.port };
         if (!o.ok) {
           if (o.reason !== 'closed')
             metrics?.preauthRejected(
@@ -365,14 +360,53 @@ export async function createGateway(
             );
           return;
         }
+        if (o.kind === 'proxied') {
+          if (o.header.addresses)
+            dest = { ip: o.header.addresses.destination.ip, port: o.header.addresses.destination.port };
+          // From here on the socket reports the client the balancer saw.
+          slog = log.child({ conn: id, client: `${o.remote.ip}:${o.remote.port}`, via: o.version });
+        }
       }
       const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      // Admission by the real client's address (behind a balancer every socket comes from the balancer).
+      const admission = limiter?.admit(socket.remoteAddress ?? '');
+      if (admission && !admission.ok) {
+        slog.warn(
+          { reason: admission.reason, why: admission.message },
+          'connection refused before key exchange',
+        );
+        metrics?.preauthRejected(admission.reason);
+        refuseSsh(socket, {
+          ident: sshIdent(),
+          reason: DisconnectReason.TOO_MANY_CONNECTIONS,
+          message: admission.reason === 'penalty' ? PENALTY_MESSAGE : 'too many connections',
+        });
+        return;
+      }
+      const ticket = admission?.ticket;
+      const doneUnauth = metrics?.unauthenticated();
+      const doneConn = metrics?.connectionOpened();
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        ticket?.release();
+        doneUnauth?.();
+      };
       const grace = armLoginGrace(opts.handshakeTimeoutMs, () => {
         slog.warn(`SSH handshake timed out for connection from ${peer}`);
+        metrics?.preauthRejected('handshake-timeout');
         socket.destroy();
       });
-      socket.once('close', () => grace.cancel());
-      sockets.set(socket, { id, grace, ticket: admitted, server: dest });
+      const entry: AcceptedSocket = { id, grace, ticket, server: dest, release, claimed: false };
+      socket.once('close', () => {
+        grace.cancel();
+        release();
+        doneConn?.();
+        // ssh2 never reported this connection: it ended before (or during) the version exchange.
+        if (!entry.claimed) handshakeFailedEarly(socket, entry, slog, socketError);
+      });
+      sockets.set(socket, entry);
       server.injectSocket(socket);
     })().catch((e: unknown) => {
       slog.error({ err: errText(e) }, 'Failed to accept connection');
@@ -381,7 +415,41 @@ export async function createGateway(
     return closed;
   }
 
+  /** The reference's handshake-failure line and failure event for a socket ssh2 never reported. */
+  function handshakeFailedEarly(
+    socket: net.Socket,
+    entry: AcceptedSocket,
+    slog: Logger,
+    socketError: string | undefined,
+  ): void {
+    const handshakeError = entry.grace.expired
+      ? 'SSH handshake timed out'
+      : (socketError ??
+        (socket.bytesRead > 0
+          ? `connection closed during the SSH version exchange (${socket.bytesRead} bytes received)`
+          : 'connection closed before the SSH version exchange'));
+    slog.info({ err: handshakeError }, `Failed to perform SSH handshake: ${handshakeError}`);
+    backends.onLoginFailed?.({
+      clientIp: socket.remoteAddress ?? '',
+      clientPort: socket.remotePort ?? 0,
+      username: '',
+      failureInfo: [],
+      handshakeError,
+    });
+  }
+
   let listener: Listener | undefined;
+  if (mode.listen) {
+    // The reference's start-up lines (§4.4, §6); a forked child logs them at debug for each connection.
+    log.info('Starting SSH proxy server');
+  }
+  const level = mode.listen ? 'info' : 'debug';
+  log[level]({ ident: `SSH-2.0-${sshIdent()}` }, `SSH server version: SSH-2.0-${sshIdent()}`);
+  if (opts.hostKeyTypes?.length)
+    log[level](
+      { hostKeyTypes: opts.hostKeyTypes },
+      `SSH server initialized with server key: ${opts.hostKeyTypes.join(', ')}`,
+    );
   if (mode.listen) {
     listener = await listen(opts.host, opts.port, (s) => void serve(s), log);
     log.info(
@@ -475,10 +543,12 @@ function nativeCryptoAvailable(): boolean {
 /** Gateway settings from the reference config file (with our additions). */
 export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
   const s = config.server;
+  const hostKeys = loadHostKeys(s.serverKey);
   return {
     host: s.bindAddress,
     port: s.port,
-    hostKeys: loadHostKeys(s.serverKey).keys,
+    hostKeys: hostKeys.keys,
+    hostKeyTypes: hostKeys.types,
     handshakeTimeoutMs: (s.SSHHandshakeTimeout || 30) * 1000,
     maxAuthTries: s.maxAuthTries,
     onboardingTimeoutMs: s.onboardingTimeout * 1000,

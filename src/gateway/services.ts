@@ -36,9 +36,10 @@ export function createServices(
   const log = opts.log ?? getLogger('ssh-server');
   if (!config.identity.address) log.warn('identity.address is not set: every login will be denied');
   if (!config.provisioner.address) log.warn('provisioner.address is not set: no workspace can be reached');
-  // Clients connect lazily: an unreachable service is reported at first use, never by a crash.
-  const identity = createIdentityClient(config.identity);
-  const provisioner = createProvisionerClient(config.provisioner);
+  // Clients connect lazily: an unreachable service is reported at first use, never by a crash. An
+  // unset address gets a target that can never connect, so every call fails (closed) as warned above.
+  const identity = createIdentityClient(orUnreachable(config.identity));
+  const provisioner = createProvisionerClient(orUnreachable(config.provisioner));
   const authorizer = createAuthorizer(config.authz);
   const tokens = authorizer.configured ? createUserTokenCache(identity) : undefined;
   const sessionClient = sessionClientFromConfig(config);
@@ -90,4 +91,9 @@ export function createServices(
       sessionClient?.close();
     },
   };
+}
+
+/** A client config whose address, when unset, is a unix socket path that cannot exist. */
+function orUnreachable<T extends { address: string }>(c: T): T {
+  return c.address ? c : { ...c, address: 'unix:/dev/null/ssh-proxy-address-not-configured' };
 }

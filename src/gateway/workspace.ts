@@ -3,6 +3,7 @@
 // workspace starts wait for that start instead of starting another (the reference does not).
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
+import { currentContext } from '../ops/context.js';
 import { ProxyError, type ErrorCode } from '../common/errors.js';
 import type { User } from '../backends/identity.js';
 import type {
@@ -170,7 +171,7 @@ export class WorkspaceResolver {
       this.inflight.set(canonical, created);
       entry = created;
     } else {
-      this.log.info({ userstr: canonical }, 'joining a workspace start already in progress');
+      this.log.info({ conn: connOf(), userstr: canonical }, 'joining a workspace start already in progress');
     }
     const shared = entry;
     shared.refs++;
@@ -203,12 +204,12 @@ export class WorkspaceResolver {
     if (list.length > 0) {
       const stopped = list.find((w) => w.workspaceStatus?.status === 'Stopped');
       if (!stopped) throw notFound(who, 'no running workspaces found. Please try again later.');
-      this.log.info({ workspace: stopped.name }, 'starting stopped workspace');
+      this.log.info({ conn: connOf(), workspace: stopped.name }, 'starting stopped workspace');
       name = await this.consume(this.provisioner.start(stopped.name, opts), entry, broadcast, who);
     } else if (userstr.pod) {
       throw notFound(who, `pod=${userstr.pod}, ns=${userstr.namespace}`);
     } else {
-      this.log.info({ userstr: canonical }, 'provisioning workspace');
+      this.log.info({ conn: connOf(), userstr: canonical }, 'provisioning workspace');
       name = await this.consume(this.provisioner.provision(canonical, opts), entry, broadcast, who);
     }
     const details = await this.provisioner.findWorkspace(name).catch((e: unknown) => {
@@ -363,4 +364,9 @@ export function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/** The connection that started the shared work (the lines below are logged by the shared resolver). */
+function connOf(): string | undefined {
+  return currentContext()?.conn;
 }

@@ -453,6 +453,7 @@ export async function startControlFromConfig(
     };
   }
   return startControlServer({
+    host: g.bindAddress || undefined,
     port: g.port,
     tls,
     auth,

@@ -29,6 +29,8 @@ export interface HealthServerOptions {
   readiness: Readiness;
   /** Deadline for the readiness callback (default 3000 ms). */
   readyTimeoutMs?: number;
+  /** Keep retrying an address in use for this long (default 0: fail at once). */
+  bindRetryMs?: number;
   log?: Logger;
 }
 
@@ -128,13 +130,23 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   server.maxRequestsPerSocket = 1000;
   server.on('clientError', (_e, socket) => socket.destroy());
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  // A new forking parent taking over (SIGUSR2) binds while the old one may still hold the port.
+  const deadline = Date.now() + (opts.bindRetryMs ?? 0);
+  for (;;) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host, port }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || Date.now() >= deadline) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   server.on('error', (e) => opts.log?.error({ err: errText(e) }, 'metrics listener error'));
   const addr = server.address() as AddressInfo;
   opts.log?.info({ address: `${addr.address}:${addr.port}` }, 'Serving /metrics, /healthz and /readyz');

@@ -4,6 +4,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { SCENARIO_GROUPS } from '../../bench/options.js';
 import { runProcess } from '../../bench/proc.js';
 import type { BenchReport } from '../../bench/report.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -51,7 +52,18 @@ test(
     const json = join(dir.path, 'latest.json');
     const r = await runProcess(
       process.execPath,
-      ['--import', 'tsx', join(REPO, 'bench/run.ts'), '--quick', '--tsx-agent', '--json', json],
+      // Every group but the process-model one (its own test: test/bench/process-model.test.ts).
+      [
+        '--import',
+        'tsx',
+        join(REPO, 'bench/run.ts'),
+        '--quick',
+        '--tsx-agent',
+        '--scenarios',
+        SCENARIO_GROUPS.filter((g) => g !== 'forking').join(','),
+        '--json',
+        json,
+      ],
       { cwd: REPO, timeoutMs: 110_000 },
     );
     const out = r.stdout;

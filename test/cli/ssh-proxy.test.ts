@@ -151,4 +151,22 @@ describe('ssh-proxy CLI', () => {
     assert.equal(warn?.msg, "Configuration warning: unknown key 'server.prot' (ignored)");
     assert.equal(warn?.component, 'ssh-proxy');
   });
+
+  for (const forking of [false, true]) {
+    it(`${forking ? 'forking' : 'in-process'} mode: an unusable server key fails the start (exit 1)`, async () => {
+      const file = join(dir, `nokey-${forking}.yaml`);
+      const port = await freePort();
+      await writeFile(
+        file,
+        `server:\n  port: ${port}\n  bindAddress: 127.0.0.1\n  forking: ${forking}\n  serverKey: ${join(dir, 'absent-key')}\n`,
+      );
+      const r = await run(['--config', file]);
+      assert.equal(r.code, 1, r.stdout);
+      const errors = logLines(r.stdout).filter((l) => l.level === 50);
+      assert.equal(errors.length, 1, r.stdout);
+      assert.match(errors[0]?.msg ?? '', /^Failed to start server: .*absent-key/);
+      // The forking parent checks the key itself, before it listens (its children load it).
+      if (forking) assert.ok(!r.stdout.includes('SSH proxy server listening'), r.stdout);
+    });
+  }
 });
