@@ -9,6 +9,8 @@ const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--dat
   --web       address of the local web pages: onboarding approval, sessions (default 127.0.0.1:2280)
   --data-dir  where host key, users.yaml, policy.yaml, workspaces and recordings live (default ./.ssh-proxy)
   --nats      also run Debian's nats-server (user locks, recording overrides, failed-login events)
+  --max-workspaces-per-user N
+              workspaces one user may have in the local provisioner (default 5)
   --logtext   human-readable logs
 `;
 
@@ -21,6 +23,7 @@ async function main(): Promise<void> {
         web: { type: 'string', default: '127.0.0.1:2280' },
         'data-dir': { type: 'string', default: './.ssh-proxy' },
         nats: { type: 'boolean', default: false },
+        'max-workspaces-per-user': { type: 'string' },
         logtext: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -34,6 +37,12 @@ async function main(): Promise<void> {
     process.stderr.write(USAGE);
     process.exit(0);
   }
+  const perUserText = values['max-workspaces-per-user'];
+  const perUser = perUserText === undefined ? undefined : Number(perUserText);
+  if (perUser !== undefined && (!Number.isInteger(perUser) || perUser < 1)) {
+    process.stderr.write(`--max-workspaces-per-user expects a whole number ≥ 1\n${USAGE}`);
+    process.exit(2);
+  }
   initLogging({ text: values.logtext });
   const log = getLogger('local-stack');
   let stack;
@@ -43,6 +52,7 @@ async function main(): Promise<void> {
       webListen: values.web,
       dataDir: values['data-dir'],
       nats: values.nats,
+      maxWorkspacesPerUser: perUser,
     });
   } catch (e) {
     log.error({ err: errText(e) }, 'Failed to start the local stack');
@@ -53,7 +63,7 @@ async function main(): Promise<void> {
       `New users onboard with \`ssh <name>@${stack.gateway.host} -p ${stack.gateway.port}\` and are ` +
       `approved at:\n\n  ${stack.approvalUrl}\n\nSessions and recordings:\n\n  ${stack.sessionsUrl}\n\n` +
       (stack.nats
-        ? `NATS at ${stack.nats.url}: try \`ssh-proxy-admin --nats-url ${stack.nats.url} lock <user>\`\n\n`
+        ? `NATS at ${stack.nats.url}: try \`ssh-proxy-admin --nats-url ${stack.nats.url} --token "$(cat ${stack.tokens.files.nats})" lock <user>\`\n\n`
         : ''),
   );
   const stop = async (sig: string) => {

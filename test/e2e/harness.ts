@@ -1,7 +1,7 @@
 // End-to-end harness: the real local stack (gateway + local identity + local provisioner + real agent
 // processes) in a temp dir, driven by the real OpenSSH client.
 import { execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { initLogging } from '../../src/ops/log.js';
@@ -43,6 +43,8 @@ function keygen(path: string): string {
 
 export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
   const dir = makeTempDir('spx-e2e-');
+  // Run as root, each user's workspace runs as its own OS account, which must reach its home inside.
+  if (process.getuid?.() === 0) chmodSync(dir.path, 0o711);
   const dataDir = dir.join('data');
   const home = dir.join('home');
   mkdirSync(join(home, '.ssh'), { recursive: true });
