@@ -10,7 +10,7 @@ const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--dat
   --data-dir  where host key, users.yaml, policy.yaml, workspaces and recordings live (default ./.ssh-proxy)
   --nats      also run Debian's nats-server (user locks, recording overrides, failed-login events)
   --max-workspaces-per-user N
-              workspaces one user may have in the local provisioner (default 5)
+              workspaces one user may have in the local provisioner (default 10)
   --logtext   human-readable logs
 `;
 

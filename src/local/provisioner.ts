@@ -63,7 +63,7 @@ export interface LocalProvisionerOptions {
    * with no user restriction (tests of the provisioner alone).
    */
   accounts?: AccountResolver;
-  /** Workspaces one user may have (every distinct user string creates one); default 5. */
+  /** Workspaces one user may have (every distinct user string creates one); default 10. */
   maxWorkspacesPerUser?: number;
   /** How long a stopping agent gets after SIGTERM before SIGKILL (default 5 s). */
   agentStopGraceMs?: number;
@@ -123,7 +123,7 @@ interface Workspace {
 }
 
 const DEFAULT_TIMEOUT_SEC = 120;
-export const DEFAULT_MAX_WORKSPACES_PER_USER = 5;
+export const DEFAULT_MAX_WORKSPACES_PER_USER = 10;
 /** Where an agent records its live sessions (session-registry.ts), inside the workspace directory. */
 const SESSIONS_DIR = 'sessions';
 const MAX_TIMEOUT_SEC = 3600;

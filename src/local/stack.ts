@@ -58,7 +58,7 @@ export interface LocalStackOptions {
   webListen?: string;
   /** Validity of onboarding codes in seconds (default 600). */
   onboardingExpiresInS?: number;
-  /** Workspaces one user may have in the local provisioner (default 5; docs/security.md). */
+  /** Workspaces one user may have in the local provisioner (default 10; docs/security.md). */
   maxWorkspacesPerUser?: number;
 }
 

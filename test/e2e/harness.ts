@@ -34,6 +34,10 @@ export interface E2EOptions {
   configure?: LocalStackOptions['override'];
   /** Validity of onboarding codes issued by the local identity (default 600 s). */
   onboardingExpiresInS?: number;
+  /** Also run Debian's nats-server (token-protected, like every local service). */
+  nats?: boolean;
+  /** The local provisioner's per-user workspace cap (default here 64: test files use many). */
+  maxWorkspacesPerUser?: number;
 }
 
 function keygen(path: string): string {
@@ -72,6 +76,8 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     pullDelayMs: opts.pullDelayMs,
     backends: opts.backends,
     onboardingExpiresInS: opts.onboardingExpiresInS,
+    maxWorkspacesPerUser: opts.maxWorkspacesPerUser ?? 64,
+    nats: opts.nats,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
       if (opts.maxDirectTcpip !== undefined) cfg.server.maxDirectTCPIPConnections = opts.maxDirectTcpip;
