@@ -363,7 +363,12 @@ export const FUZZ_PROPERTIES: FuzzProperty[] = [
               }
               if (r.value.type === 'env' && d && d.name !== undefined) {
                 const v = envAccepted(state as never, d.name as never, d.value as never, limits);
-                if (v.ok) state.env.push([d.name, d.value] as never);
+                // As the dispatcher's setEnv: a name sent again replaces its value.
+                if (v.ok) {
+                  const i = state.env.findIndex(([k]) => k === d.name);
+                  if (i >= 0) state.env[i] = [d.name, d.value] as never;
+                  else state.env.push([d.name, d.value] as never);
+                }
                 assert.ok(state.env.length <= limits.maxEnvCount);
                 assert.ok(state.envBytes <= limits.maxEnvBytes);
               }
