@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { Client, type ClientChannel, type SFTPWrapper } from 'ssh2';
-import { startStackProcess, type StackProcess } from './stack.js';
+import { startStackProcess } from './stack.js';
 
 export interface LoadOptions {
   connections: number;

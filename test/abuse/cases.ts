@@ -68,7 +68,12 @@ function heap(): number {
   gc();
   return process.memoryUsage().heapUsed;
 }
+const debug = (m: string) => {
+  if (process.env.ABUSE_DEBUG) console.error(`abuse: ${m}`);
+};
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+type RawSocket = Socket & { closedAt: Promise<number>; received(): Buffer };
 
 /** A raw TCP connection from a given loopback source; resolves when connected. */
 function rawSocket(
@@ -78,8 +83,13 @@ function rawSocket(
   return new Promise((resolve, reject) => {
     const s = tcpConnect({ host: '127.0.0.1', port, localAddress });
     s.on('error', () => undefined);
+    // Keep reading: a paused socket never sees the server's FIN, so 'close' would never come.
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => {
+      if (got.length < 16) got.push(d);
+    });
     const closedAt = new Promise<number>((r) => s.once('close', () => r(Date.now())));
-    s.once('connect', () => resolve(Object.assign(s, { closedAt })));
+    s.once('connect', () => resolve(Object.assign(s, { closedAt, received: () => Buffer.concat(got) })));
     s.once('error', reject);
   });
 }
@@ -99,7 +109,6 @@ function sshClient(e: E2E, user: string, key: string): Promise<Client> {
       username: user,
       privateKey: readFileSync(key),
       readyTimeout: 60_000,
-      ...(env ? {} : {}),
     });
   });
 }
@@ -158,14 +167,16 @@ export function abuseSuite(scale: AbuseScale): void {
         `${readFileSync(users, 'utf8')}  - name: carol\n    password: ${JSON.stringify(await hashPassword('right horse battery'))}\n`,
       );
       await login();
+      debug('stack ready');
     });
     after(async () => {
       await e?.stop();
     });
 
     test(`idle sockets (${scale.idleSockets}): at most maxStartups/maxStartupsPerSource held, all dropped at the grace time`, async (t) => {
-      const sources = Math.max(1, Math.ceil(scale.idleSockets / PER_SOURCE));
-      const socks: (Socket & { closedAt: Promise<number> })[] = [];
+      // Half again as many sockets per source as allowed, so both caps are hit.
+      const sources = Math.max(1, Math.ceil(scale.idleSockets / (PER_SOURCE * 1.5)));
+      const socks: RawSocket[] = [];
       for (let i = 0; i < scale.idleSockets; i++) {
         socks.push(
           await rawSocket(
@@ -184,9 +195,12 @@ export function abuseSuite(scale: AbuseScale): void {
         ),
       );
       const held = refused.filter((r) => !r).length;
+      debug(`idle: ${socks.length} connected, ${held} held`);
       t.diagnostic(`${held} held, ${scale.idleSockets - held} refused at once`);
       assert.ok(held <= Math.min(MAX_STARTUPS, sources * PER_SOURCE), `${held} unauthenticated sockets held`);
+      assert.ok(held < scale.idleSockets, 'the caps refused some sockets at once');
       await login();
+      debug('idle: login ok');
       await Promise.all(socks.map((s) => s.closedAt));
     });
 
