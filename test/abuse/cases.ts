@@ -76,10 +76,7 @@ const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 type RawSocket = Socket & { closedAt: Promise<number>; received(): Buffer };
 
 /** A raw TCP connection from a given loopback source; resolves when connected. */
-function rawSocket(
-  port: number,
-  localAddress = '127.0.0.1',
-): Promise<Socket & { closedAt: Promise<number> }> {
+function rawSocket(port: number, localAddress = '127.0.0.1'): Promise<RawSocket> {
   return new Promise((resolve, reject) => {
     const s = tcpConnect({ host: '127.0.0.1', port, localAddress });
     s.on('error', () => undefined);
