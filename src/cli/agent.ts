@@ -17,6 +17,7 @@ const USAGE = `usage: ssh-proxy-agent [options]
   --sudo yes|no       whether that user may run as other users (root included); with --user the
                       default is no
   --workspace NAME    the workspace's name, reported in the Handshake so a gateway can verify it
+  --exit-with-parent  stop (killing every session) when the process that started the agent is gone
   --session-registry DIR
                       record live sessions in DIR, so the parent can kill them if the agent dies;
                       sessions left there by an earlier run are killed at start
@@ -37,6 +38,7 @@ function parse(argv: string[]) {
       sudo: { type: 'string' },
       workspace: { type: 'string' },
       'session-registry': { type: 'string' },
+      'exit-with-parent': { type: 'boolean', default: false },
       logtext: { type: 'boolean', default: false },
       v: { type: 'boolean', short: 'v', default: false },
       h: { type: 'boolean', short: 'h', default: false },
@@ -105,6 +107,13 @@ async function main(): Promise<void> {
       },
     );
   };
+  if (args['exit-with-parent']) {
+    // A parent that died (even by SIGKILL) leaves us re-parented: then nobody manages this workspace.
+    const parent = process.ppid;
+    setInterval(() => {
+      if (process.ppid !== parent) stop('parent exited');
+    }, 1000).unref();
+  }
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

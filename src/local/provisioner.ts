@@ -294,6 +294,7 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
             ws.name,
             '--session-registry',
             registry,
+            '--exit-with-parent',
             ...(account ? ['--user', account.osUser, '--sudo', account.sudo ? 'yes' : 'no'] : []),
           ],
           readyTimeoutMs,

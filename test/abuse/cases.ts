@@ -196,9 +196,15 @@ export function abuseSuite(scale: AbuseScale): void {
       t.diagnostic(`${held} held, ${scale.idleSockets - held} refused at once`);
       assert.ok(held <= Math.min(MAX_STARTUPS, sources * PER_SOURCE), `${held} unauthenticated sockets held`);
       assert.ok(held < scale.idleSockets, 'the caps refused some sockets at once');
-      await login();
-      debug('idle: login ok');
+      if (held >= MAX_STARTUPS) {
+        // The global cap is full (sshd's MaxStartups): a real client is refused too, until the grace time.
+        const r = await run('ssh', [...sshBaseArgs(e, e.keys.user), `${e.user}@127.0.0.1`, 'echo ok'], {
+          timeoutMs: 90_000,
+        });
+        assert.match(r.stderr, /too many connections/);
+      } else await login();
       await Promise.all(socks.map((s) => s.closedAt));
+      await login();
     });
 
     test(`slowloris (${scale.slowSockets}): a banner one byte at a time is cut off at the grace time`, async () => {

@@ -207,6 +207,7 @@ export async function identityUp(e: E2E, address: string): Promise<void> {
     dataDir: e.dir.join('data'),
     homeDir: e.dir.join('home'),
     listen: address,
+    tokenFile: e.stack.tokens.files.identity,
     onboarding: { web: e.stack.web },
   });
 }
