@@ -32,13 +32,7 @@ export type ChaosCase =
   | 'gateway-term'
   | 'gateway-kill';
 
-export const SHORT_CASES: ChaosCase[] = [
-  'agent-kill-exec',
-  'agent-stop-shell',
-  'identity-hang',
-  'policy-kill',
-  'gateway-kill',
-];
+export const SHORT_CASES: ChaosCase[] = ['agent-kill-exec', 'policy-kill', 'gateway-kill'];
 export const ALL_CASES: ChaosCase[] = [
   'agent-kill-exec',
   'agent-kill-shell',
