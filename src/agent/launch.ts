@@ -11,6 +11,7 @@ import { accessSync, constants as fsc, statSync } from 'node:fs';
 import { basename, delimiter, join } from 'node:path';
 import * as pty from 'node-pty';
 import { ProxyError } from '../common/errors.js';
+import { forgetSession, recordSession } from './session-registry.js';
 
 export interface LaunchSpec {
   /** Absolute path of the program. */
@@ -189,7 +190,7 @@ function commandFor(spec: LaunchSpec, needWrapperForArgv0: boolean): Command {
 /** Starts the program on a new PTY (the child is a session leader: pgid = sid = pid). */
 export function spawnPty(spec: LaunchSpec, cols: number, rows: number): pty.IPty {
   const cmd = commandFor(spec, true);
-  return pty.spawn(cmd.file, cmd.args, {
+  const t = pty.spawn(cmd.file, cmd.args, {
     name: spec.env.TERM || 'xterm-256color',
     cols: cols > 0 ? cols : 80,
     rows: rows > 0 ? rows : 24,
@@ -197,18 +198,24 @@ export function spawnPty(spec: LaunchSpec, cols: number, rows: number): pty.IPty
     env: spec.env,
     encoding: null,
   });
+  recordSession(t.pid);
+  t.onExit(() => forgetSession(t.pid));
+  return t;
 }
 
 /** Starts the program with pipes in a new session/process group. */
 export function spawnPipes(spec: LaunchSpec): ChildProcess {
   const cmd = commandFor(spec, false);
-  return spawn(cmd.file, cmd.args, {
+  const c = spawn(cmd.file, cmd.args, {
     argv0: cmd.argv0,
     cwd: spec.cwd,
     env: spec.env,
     detached: true,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
+  recordSession(c.pid);
+  c.once('exit', () => forgetSession(c.pid));
+  return c;
 }
 
 /** The pts path of a node-pty terminal (present at runtime, missing from its typings). */

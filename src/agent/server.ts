@@ -38,6 +38,13 @@ export interface AgentOptions {
   home?: string;
   /** User for an empty `as_user` (needs root when it is not the agent's own user). */
   defaultUser?: string;
+  /**
+   * Whether the workspace's user has sudo rights: false = sessions run only as `defaultUser`; true =
+   * any existing user (root included); undefined = not configured (reference daemon behaviour).
+   */
+  sudo?: boolean;
+  /** The workspace this agent serves; reported in the Handshake (`workspace_name`, docs/security.md). */
+  workspaceName?: string;
   version?: string;
   logger?: Logger;
 }
@@ -62,13 +69,17 @@ export const CAPABILITIES: readonly string[] = [
   'unixsocket-half-close',
   'unixsocket-multiplex',
   'unixsocket-owner',
+  'unixsocket-confirm-connect',
 ];
 
 function majorOf(v: string): string | undefined {
   return /^v?(\d+)/.exec(v.trim())?.[1];
 }
 
-function handshakeHandler(version: string): handleUnaryCall<HandshakeRequest, HandshakeResponse> {
+function handshakeHandler(
+  version: string,
+  workspaceName: string,
+): handleUnaryCall<HandshakeRequest, HandshakeResponse> {
   const serverVersion = `${version}-${COMMIT}`;
   return (call, cb) => {
     const client = call.request.clientVersion;
@@ -87,7 +98,12 @@ function handshakeHandler(version: string): handleUnaryCall<HandshakeRequest, Ha
     }
     cb(
       null,
-      HandshakeResponse.fromPartial({ serverVersion, accepted: true, capabilities: [...CAPABILITIES] }),
+      HandshakeResponse.fromPartial({
+        serverVersion,
+        accepted: true,
+        capabilities: [...CAPABILITIES],
+        workspaceName,
+      }),
     );
   };
 }
@@ -129,7 +145,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   store.startPurging();
   const ctx: AgentContext = {
     store,
-    users: new UserResolver(opts.defaultUser, opts.home),
+    users: new UserResolver({ user: opts.defaultUser, sudo: opts.sudo }, opts.home),
     listeners: new ListenerRegistry(),
     log,
     // Sessions start from a clean environment, as under sshd (session-env.ts).
@@ -180,7 +196,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const server = new Server({
     'grpc.max_receive_message_length': 32 * 1024 * 1024,
   });
-  server.addService(SystemServiceService, { handshake: unary(handshakeHandler(version)) });
+  server.addService(SystemServiceService, {
+    handshake: unary(handshakeHandler(version, opts.workspaceName ?? '')),
+  });
   server.addService(FastSshService, {
     shell: bidi('shell', shellHandler(ctx)),
     resizeTerminal: unary(resizeHandler(ctx)),

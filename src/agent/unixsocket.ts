@@ -16,6 +16,7 @@ import { errText } from '../ops/log.js';
 import { SocketBridge } from './bridge.js';
 import type { AgentContext } from './context.js';
 import { peerInTree } from './peercred.js';
+import { mayConnect, resolveDialPath } from './socket-path.js';
 import { frames, metadataValue, Stream } from './rpc.js';
 
 /** LISTEN sockets currently open, so agent shutdown can close them and remove their files. */
@@ -70,7 +71,7 @@ export function unixSocketHandler(
       const st = r.startRequest;
       if (!st.socketPath) return s.fail(status.INVALID_ARGUMENT, 'empty socketPath');
       if (st.mode === UnixSocketMode.UNIX_SOCKET_MODE_DIAL) {
-        const h = dial(call, s, st, log);
+        const h = dial(ctx, call, s, st, log);
         onFrame = h.frame;
         onClientEnd = h.end;
       } else if (st.mode === UnixSocketMode.UNIX_SOCKET_MODE_LISTEN) {
@@ -92,6 +93,7 @@ export function unixSocketHandler(
 type Call = ServerDuplexStream<UnixSocketRequest, UnixSocketResponse>;
 
 function dial(
+  ctx: AgentContext,
   call: Call,
   s: Stream<UnixSocketRequest, UnixSocketResponse>,
   st: UnixSocketStartRequest,
@@ -99,28 +101,61 @@ function dial(
 ): { frame: (r: UnixSocketRequest) => void; end: () => void } {
   let bridge: SocketBridge<UnixSocketRequest, UnixSocketResponse> | undefined;
   let ended = false;
+  let sock: Socket | undefined;
   call.pause();
-  const sock = connect({ path: st.socketPath, allowHalfOpen: true });
-  s.onCancel(() => sock.destroy());
-  const onDialError = (err: Error) => s.fail(status.INTERNAL, `dial unix ${st.socketPath}: ${errText(err)}`);
-  sock.once('error', onDialError);
-  sock.once('connect', () => {
-    sock.off('error', onDialError);
-    if (s.done) return void sock.destroy();
-    bridge = new SocketBridge({
-      s,
-      sock,
-      halfClose: st.halfClose,
-      errorStatus: status.INTERNAL,
-      dataMsg: (data) => UnixSocketResponse.fromPartial({ data }),
-      eofMsg: () => UnixSocketResponse.fromPartial({ event: StreamEvent.STREAM_EVENT_EOF }),
-      pauseClient: () => call.pause(),
-      resumeClient: () => call.resume(),
-      log,
+  s.onCancel(() => sock?.destroy());
+  const connectTo = (path: string) => {
+    const c = connect({ path, allowHalfOpen: true });
+    sock = c;
+    const onDialError = (err: Error) =>
+      s.fail(status.INTERNAL, `dial unix ${st.socketPath}: ${errText(err)}`);
+    c.once('error', onDialError);
+    c.once('connect', () => {
+      c.off('error', onDialError);
+      if (s.done) return void c.destroy();
+      // Our extension: say the socket is reached, so the gateway confirms the channel only now.
+      if (st.confirmConnect)
+        s.send(UnixSocketResponse.fromPartial({ event: StreamEvent.STREAM_EVENT_OPENED }));
+      bridge = new SocketBridge({
+        s,
+        sock: c,
+        halfClose: st.halfClose,
+        errorStatus: status.INTERNAL,
+        dataMsg: (data) => UnixSocketResponse.fromPartial({ data }),
+        eofMsg: () => UnixSocketResponse.fromPartial({ event: StreamEvent.STREAM_EVENT_EOF }),
+        pauseClient: () => call.pause(),
+        resumeClient: () => call.resume(),
+        log,
+      });
+      call.resume();
+      if (ended) bridge.clientEnd();
     });
-    call.resume();
-    if (ended) bridge.clientEnd();
-  });
+  };
+  void (async () => {
+    let runAs: Awaited<ReturnType<AgentContext['users']['resolve']>>;
+    try {
+      runAs = await ctx.users.resolve('');
+    } catch (e) {
+      return s.fail(status.PERMISSION_DENIED, `dial unix ${st.socketPath}: ${errText(e)}`);
+    }
+    const target = resolveDialPath(st.socketPath, runAs.home);
+    if ('problem' in target) {
+      log.warn({ path: st.socketPath.slice(0, 256) }, 'streamlocal path refused');
+      return s.fail(status.PERMISSION_DENIED, `dial unix ${st.socketPath}: ${target.problem}`);
+    }
+    if (runAs.creds) {
+      const problem = await mayConnect(target.path, runAs.creds);
+      if (problem) {
+        log.warn(
+          { path: target.path.slice(0, 256), problem },
+          'streamlocal dial refused for the workspace user',
+        );
+        return s.fail(status.PERMISSION_DENIED, `dial unix ${st.socketPath}: ${problem}`);
+      }
+    }
+    if (s.done) return;
+    connectTo(target.path);
+  })();
   return {
     frame: (r) => {
       if (r.request?.$case === 'data') bridge?.write(r.request.data);

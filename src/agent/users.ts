@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import { ProxyError } from '../common/errors.js';
+import { isPortableUserName, runAsProblem } from '../common/user-names.js';
 
 const run = promisify(execFile);
 
@@ -60,14 +61,29 @@ function ownUser(): UserInfo {
   }
 }
 
+/**
+ * The workspace's user and its rights, from the agent's launch configuration (`--user`, `--sudo`).
+ * `sudo` undefined = not configured: the agent then behaves as the reference daemon (any existing
+ * user when it runs as root), only with the strict name rule.
+ */
+export interface WorkspaceUserPolicy {
+  user?: string;
+  sudo?: boolean;
+}
+
 export class UserResolver {
   readonly own: UserInfo;
   private readonly isRoot: boolean;
+  private readonly defaultUser: string | undefined;
+  private readonly sudo: boolean | undefined;
 
   constructor(
-    private readonly defaultUser: string | undefined,
+    policy: WorkspaceUserPolicy | string | undefined,
     private readonly homeOverride: string | undefined,
   ) {
+    const p = typeof policy === 'string' ? { user: policy } : (policy ?? {});
+    this.defaultUser = p.user || undefined;
+    this.sudo = p.sudo;
     this.own = ownUser();
     this.isRoot = this.own.uid === 0;
   }
@@ -80,9 +96,17 @@ export class UserResolver {
   /**
    * Throws ProxyError 'denied' (→ PERMISSION_DENIED) when the agent may not act as that user and
    * 'not_found' (→ UNKNOWN, like the daemon's user-resolution errors) when the user does not exist.
+   * The name is used exactly as sent: never trimmed, lowercased or unescaped.
    */
   async resolve(asUser: string): Promise<RunAs> {
-    const name = asUser.trim() || this.defaultName;
+    if (asUser !== '' && !isPortableUserName(asUser)) {
+      throw new ProxyError('denied', 'cannot run as that user: not a valid user name');
+    }
+    const name = asUser || this.defaultName;
+    if (this.sudo !== undefined) {
+      const problem = runAsProblem(this.defaultName, name, this.sudo);
+      if (problem) throw new ProxyError('denied', `cannot run as user '${name}': ${problem}`);
+    }
     const isDefault = name === this.defaultName;
     if (name === this.own.name) {
       const passwd = await lookupUser(name);

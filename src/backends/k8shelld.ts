@@ -28,6 +28,8 @@ export const Capability = {
   unixSocketHalfClose: 'unixsocket-half-close',
   unixSocketMultiplex: 'unixsocket-multiplex',
   unixSocketOwner: 'unixsocket-owner',
+  /** Ours (docs/security.md): DIAL confirms the connection with STREAM_EVENT_OPENED. */
+  unixSocketConfirmConnect: 'unixsocket-confirm-connect',
 } as const;
 
 /** What the gateway tells the agent it understands (informational, §9). */
@@ -57,6 +59,8 @@ export interface HandshakeResult {
   accepted: boolean;
   message: string;
   capabilities: ReadonlySet<string>;
+  /** Ours (HandshakeResponse.workspace_name = 101): the workspace the agent says it serves; "" = unknown. */
+  workspaceName: string;
 }
 
 export type ShellCall = ClientDuplexStream<ShellRequest, ShellResponse>;
@@ -143,6 +147,7 @@ export class WorkspaceClient {
       accepted: r.accepted,
       message: r.message,
       capabilities: new Set(r.capabilities),
+      workspaceName: r.workspaceName,
     };
   }
 

@@ -11,6 +11,8 @@ const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--dat
   --config    gateway configuration with the local stack's \${LOCAL_…} variables (default config/local.yaml;
               copy it to turn on server.recording.* and other settings)
   --nats      also run Debian's nats-server (user locks, recording overrides, failed-login events)
+  --max-workspaces-per-user N
+              workspaces one user may have in the local provisioner (default 10)
   --logtext   human-readable logs
 `;
 
@@ -24,6 +26,7 @@ async function main(): Promise<void> {
         'data-dir': { type: 'string', default: './.ssh-proxy' },
         config: { type: 'string' },
         nats: { type: 'boolean', default: false },
+        'max-workspaces-per-user': { type: 'string' },
         logtext: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -37,6 +40,12 @@ async function main(): Promise<void> {
     process.stderr.write(USAGE);
     process.exit(0);
   }
+  const perUserText = values['max-workspaces-per-user'];
+  const perUser = perUserText === undefined ? undefined : Number(perUserText);
+  if (perUser !== undefined && (!Number.isInteger(perUser) || perUser < 1)) {
+    process.stderr.write(`--max-workspaces-per-user expects a whole number ≥ 1\n${USAGE}`);
+    process.exit(2);
+  }
   initLogging({ text: values.logtext });
   const log = getLogger('local-stack');
   let stack;
@@ -47,6 +56,7 @@ async function main(): Promise<void> {
       dataDir: values['data-dir'],
       configPath: values.config,
       nats: values.nats,
+      maxWorkspacesPerUser: perUser,
     });
   } catch (e) {
     log.error({ err: errText(e) }, 'Failed to start the local stack');
@@ -58,8 +68,8 @@ async function main(): Promise<void> {
       `approved at:\n\n  ${stack.approvalUrl}\n\nSessions and recordings:\n\n  ${stack.sessionsUrl}\n\n` +
       (stack.nats
         ? `NATS at ${stack.nats.url}: lock a user (closes their sessions) or override recording with\n\n` +
-          `  node dist/cli/admin.js --nats-url ${stack.nats.url} lock <user>\n` +
-          `  node dist/cli/admin.js --nats-url ${stack.nats.url} record <workspace> shell\n\n`
+          `  node dist/cli/admin.js --nats-url ${stack.nats.url} --token "$(cat ${stack.tokens.files.nats})" lock <user>\n` +
+          `  node dist/cli/admin.js --nats-url ${stack.nats.url} --token "$(cat ${stack.tokens.files.nats})" record <workspace> shell\n\n`
         : ''),
   );
   const stop = async (sig: string) => {

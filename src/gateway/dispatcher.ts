@@ -53,6 +53,7 @@ import { runShell } from './channels/shell.js';
 import { runStreamLocal } from './channels/streamlocal.js';
 import { envAccepted } from './env-policy.js';
 import { asUserProblem } from './as-user.js';
+import { clampSize, streamLocalPath, tcpipPayload } from './request-payloads.js';
 
 const DEFAULT_COLS = 80;
 const DEFAULT_ROWS = 24;
@@ -714,8 +715,8 @@ export class Dispatcher {
   ): Promise<void> {
     const conn = this.conn;
     if (this.refusedWhileDraining(reject)) return;
-    const socketPath = info?.socketPath;
-    if (typeof socketPath !== 'string' || socketPath === '')
+    const socketPath = streamLocalPath(info);
+    if (socketPath === undefined)
       return rejectOpen(
         conn.ssh,
         reject,
@@ -787,12 +788,6 @@ function newRef(): string {
   return randomBytes(4).toString('hex');
 }
 
-/** RFC 4254 sizes are uint32; terminals larger than this are nonsense (clamped like the daemon's 16 bits). */
-function clampSize(n: unknown): number {
-  const v = typeof n === 'number' && Number.isFinite(n) ? Math.trunc(n) : 0;
-  return Math.max(0, Math.min(v, 0xffff));
-}
-
 function setEnv(state: SessionState, key: SshText, val: SshText): void {
   const name = sshBytes(key);
   const i = state.env.findIndex(([k]) => sshBytes(k).equals(name));
@@ -804,27 +799,6 @@ function setEnv(state: SessionState, key: SshText, val: SshText): void {
 function programName(command: string): string {
   const first = command.trimStart().split(/\s+/, 1)[0] ?? '';
   return first.slice(0, 64);
-}
-
-interface TcpipDest {
-  host: string;
-  port: number;
-  srcIP: string;
-  srcPort: number;
-}
-
-function tcpipPayload(
-  info: { destIP?: unknown; destPort?: unknown; srcIP?: unknown; srcPort?: unknown } | undefined,
-): TcpipDest | undefined {
-  if (!info || typeof info.destIP !== 'string') return undefined;
-  const port = info.destPort;
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) return undefined;
-  return {
-    host: info.destIP || 'localhost',
-    port,
-    srcIP: typeof info.srcIP === 'string' ? info.srcIP : '',
-    srcPort: typeof info.srcPort === 'number' ? info.srcPort : 0,
-  };
 }
 
 export type { Ending };

@@ -108,6 +108,7 @@ export class WorkspaceResolver {
       let handshake: HandshakeResult;
       try {
         handshake = await this.handshake(client, signal);
+        verifyIdentity(details, handshake, client.address, log);
       } catch (e) {
         client.close();
         throw e;
@@ -294,6 +295,36 @@ export class WorkspaceResolver {
       );
     return name;
   }
+}
+
+/**
+ * The agent that answered must serve the workspace the provisioner named (docs/security.md): an agent
+ * that names another workspace is refused before anything is sent to it, and logged as a security
+ * event. An agent that names none (a reference daemon) cannot be checked here; TLS (server name =
+ * WorkspaceDetails.server_name) is what binds those.
+ */
+export function verifyIdentity(
+  details: WorkspaceDetails,
+  handshake: HandshakeResult,
+  address: string,
+  log: Logger,
+): void {
+  const claimed = handshake.workspaceName;
+  if (!claimed || claimed === details.name) return;
+  log.error(
+    {
+      security: 'workspace-mismatch',
+      workspace: details.name,
+      agent: address,
+      agentWorkspace: claimed.slice(0, 128),
+    },
+    'security: the agent at the workspace address serves another workspace; refused',
+  );
+  throw new WorkspaceError(
+    'system',
+    'denied',
+    'The workspace could not be verified. Please retry in a moment.',
+  );
 }
 
 function fanOut(entry: Inflight): ProgressWriter {

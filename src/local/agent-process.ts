@@ -21,6 +21,8 @@ export interface AgentSpawnOptions {
   home?: string;
   /** Passed to the agent as --token-file, and used for our own handshake call. */
   tokenFile?: string;
+  /** Further agent arguments (--user, --sudo, --workspace, --session-registry). */
+  extraArgs?: string[];
   readyTimeoutMs: number;
   /** Aborting kills the agent and rejects. */
   signal?: AbortSignal;
@@ -92,6 +94,7 @@ export async function spawnAgent(o: AgentSpawnOptions): Promise<AgentProcess & {
     o.home ?? o.dir,
   ];
   if (o.tokenFile) args.push('--token-file', o.tokenFile);
+  if (o.extraArgs) args.push(...o.extraArgs);
 
   const logFd = openSync(logFile, 'a', 0o600);
   writeSync(logFd, `--- agent starting at ${new Date().toISOString()} ---\n`);

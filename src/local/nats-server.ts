@@ -172,8 +172,14 @@ export const LOCAL_FAILURES_SUBJECT = 'ssh.failures';
  * subscribes at once and the first `ssh-proxy-admin lock` is not missed. The gateway itself creates
  * `recording-overrides`.
  */
-export async function ensureLocalBuckets(url: string, timeoutMs = 5000): Promise<void> {
-  const nc = await connect({ servers: url, name: 'ssh-proxy-local', timeout: timeoutMs, reconnect: false });
+export async function ensureLocalBuckets(url: string, timeoutMs = 5000, token?: string): Promise<void> {
+  const nc = await connect({
+    servers: url,
+    name: 'ssh-proxy-local',
+    timeout: timeoutMs,
+    reconnect: false,
+    ...(token ? { token } : {}),
+  });
   try {
     await openOrCreateBucket(nc, LOCKED_USERS_BUCKET, timeoutMs);
   } finally {
@@ -182,8 +188,8 @@ export async function ensureLocalBuckets(url: string, timeoutMs = 5000): Promise
 }
 
 /** Points a loaded config at the local server: shared client on, failure events published (all addresses). */
-export function useLocalNats(cfg: Pick<Config, 'nats' | 'server'>, url: string): void {
-  Object.assign(cfg.nats, { enabled: true, url, username: '', password: '', token: '' });
+export function useLocalNats(cfg: Pick<Config, 'nats' | 'server'>, url: string, token = ''): void {
+  Object.assign(cfg.nats, { enabled: true, url, username: '', password: '', token });
   Object.assign(cfg.server.publishSshFailures, {
     enabled: true,
     subject: LOCAL_FAILURES_SUBJECT,

@@ -7,7 +7,15 @@
 // the same workspace are shared (one agent, every caller sees the same outcome); agents nobody is
 // connected to for `idleTimeoutMs` are stopped, and a later Start brings them back.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Server, status, type ServerWritableStream } from '@grpc/grpc-js';
@@ -28,6 +36,8 @@ import { describeExit, spawnAgent, type AgentProcess } from './agent-process.js'
 import { DEFAULT_BLUEPRINT, loadBlueprints } from './blueprints.js';
 import { bindServer, type ServerTls, grpcError, serverStream, shutdownServer, unary } from './grpc-server.js';
 import { establishedByLocalPort } from './tcp-activity.js';
+import { reapSessions } from '../agent/session-registry.js';
+import type { AccountResolver, WorkspaceAccount } from './os-accounts.js';
 
 export interface LocalProvisionerOptions {
   dataDir: string;
@@ -47,6 +57,14 @@ export interface LocalProvisionerOptions {
   idlePollMs?: number;
   /** How long an agent may take to write its ready file (default 30 s). */
   agentReadyTimeoutMs?: number;
+  /**
+   * Who each workspace runs as (docs/security.md). When set, workspaces exist only for users it
+   * knows, and each agent is told its user and sudo flag. Absent: agents run as this process's user
+   * with no user restriction (tests of the provisioner alone).
+   */
+  accounts?: AccountResolver;
+  /** Workspaces one user may have (every distinct user string creates one); default 10. */
+  maxWorkspacesPerUser?: number;
   /** How long a stopping agent gets after SIGTERM before SIGKILL (default 5 s). */
   agentStopGraceMs?: number;
   /**
@@ -107,6 +125,9 @@ interface Workspace {
 }
 
 const DEFAULT_TIMEOUT_SEC = 120;
+export const DEFAULT_MAX_WORKSPACES_PER_USER = 10;
+/** Where an agent records its live sessions (session-registry.ts), inside the workspace directory. */
+const SESSIONS_DIR = 'sessions';
 const MAX_TIMEOUT_SEC = 3600;
 const META_FILE = 'workspace.json';
 /** The sessions' home inside the workspace directory. */
@@ -156,7 +177,11 @@ function toDetails(ws: Workspace, st = statusOf(ws)): WorkspaceDetails {
 export async function startLocalProvisioner(opts: LocalProvisionerOptions): Promise<LocalProvisioner> {
   const log = opts.logger ?? getLogger('local-provisioner');
   const wsRoot = join(opts.dataDir, 'workspaces');
-  mkdirSync(wsRoot, { recursive: true, mode: 0o700 });
+  // Multi-tenant: other users pass through (search) to their own homes, and list nothing.
+  const dirMode = opts.accounts?.multiTenant ? 0o711 : 0o700;
+  mkdirSync(wsRoot, { recursive: true, mode: dirMode });
+  chmodSync(wsRoot, dirMode);
+  const maxPerUser = opts.maxWorkspacesPerUser ?? DEFAULT_MAX_WORKSPACES_PER_USER;
   const agentCommand = opts.agentCommand ?? defaultAgentCommand();
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30 * 60_000;
   const idlePollMs = opts.idlePollMs ?? 5000;
@@ -249,14 +274,31 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
           await abortableDelay(opts.pullDelayMs, job.abort.signal);
           emit('status', 'Starting', 'image pulled');
         }
-        mkdirSync(join(ws.dir, HOME_DIR), { recursive: true, mode: 0o700 });
+        let account: WorkspaceAccount | undefined;
+        if (opts.accounts) account = await opts.accounts.resolve(ws.username);
+        chmodSync(ws.dir, dirMode);
+        const home = join(ws.dir, HOME_DIR);
+        mkdirSync(home, { recursive: true, mode: 0o700 });
+        // The workspace's account owns its home and nothing else of the stack's.
+        if (account && !account.own) chownSync(home, account.uid, account.gid);
+        const registry = join(ws.dir, SESSIONS_DIR);
+        // Anything a crashed earlier agent left running goes first.
+        reapSessions(registry);
         emit('progress', '30');
         emit('event', '', 'Starting workspace agent');
         agent = await spawnAgent({
           command: agentCommand,
           dir: ws.dir,
-          home: join(ws.dir, HOME_DIR),
+          home,
           tokenFile: opts.agentTokenFile,
+          extraArgs: [
+            '--workspace',
+            ws.name,
+            '--session-registry',
+            registry,
+            '--exit-with-parent',
+            ...(account ? ['--user', account.osUser, '--sudo', account.sudo ? 'yes' : 'no'] : []),
+          ],
           readyTimeoutMs,
           signal: job.abort.signal,
           log: wlog,
@@ -270,6 +312,9 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
         ws.lastActive = Date.now();
         ws.lastFail = '';
         void started.exited.then((ex) => {
+          // Its sessions die with it: nothing a dead agent started keeps running (docs/security.md).
+          const killed = reapSessions(registry);
+          if (killed) wlog.warn({ killed }, 'killed processes of the exited agent');
           if (ws.agent !== started) return;
           ws.agent = undefined;
           if (ws.stopping) return;
@@ -469,6 +514,25 @@ export async function startLocalProvisioner(opts: LocalProvisionerOptions): Prom
             return follow(call, existing, existing.job, req, timeoutOf(req.timeout));
           }
           return handshakeError(call, 'AlreadyExists', `workspace "${name}" already exists`);
+        }
+        const owned = [...byName.values()].filter((w) => w.username === u.username).length;
+        if (owned >= maxPerUser) {
+          log.warn({ user: u.username, workspaces: owned, limit: maxPerUser }, 'workspace limit reached');
+          return handshakeError(
+            call,
+            'ResourceExhausted',
+            `user ${u.username} already has ${owned} workspaces (the local provisioner allows ${maxPerUser}); remove one under ${wsRoot}`,
+          );
+        }
+        if (opts.accounts) {
+          try {
+            await opts.accounts.resolve(u.username);
+          } catch (e) {
+            return handshakeError(call, 'PermissionDenied', errText(e));
+          }
+          // The await let another stream create it meanwhile.
+          if (byName.has(name))
+            return handshakeError(call, 'Unavailable', `workspace "${name}" is being created`);
         }
         const blueprint = u.blueprint || DEFAULT_BLUEPRINT;
         let known: Set<string>;

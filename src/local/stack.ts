@@ -1,7 +1,7 @@
 // The whole system on one machine: the local identity, provisioner, policy (authz) and session
 // services (real gRPC servers on loopback), optionally a NATS server, and the gateway configured from
 // config/local.yaml and assembled exactly as in production (createServices), with local peers.
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { homedir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -28,6 +28,9 @@ import { startLocalIdentity, type LocalIdentity } from './identity.js';
 import { startLocalPolicy, type LocalPolicy } from './policy.js';
 import { startLocalProvisioner, type LocalProvisioner } from './provisioner.js';
 import { startLocalWeb, type LocalWeb } from './web/server.js';
+import { createStackTokens, ensureStackDir, requireStrictMode, type StackTokens } from './hardening.js';
+import { createAccountResolver } from './os-accounts.js';
+import { UserStore } from './users.js';
 
 const REPO = resolve(new URL('../..', import.meta.url).pathname);
 
@@ -55,6 +58,8 @@ export interface LocalStackOptions {
   webListen?: string;
   /** Validity of onboarding codes in seconds (default 600). */
   onboardingExpiresInS?: number;
+  /** Workspaces one user may have in the local provisioner (default 10; docs/security.md). */
+  maxWorkspacesPerUser?: number;
 }
 
 export interface LocalStack {
@@ -77,6 +82,10 @@ export interface LocalStack {
   metrics: GatewayMetrics;
   /** A client key the stack created because the OS user had none, else undefined. */
   clientKey: string | undefined;
+  /** This run's service tokens (only the gateway's clients read them; docs/security.md). */
+  tokens: StackTokens;
+  /** True when each user's workspace runs as its own OS account (the stack runs as root). */
+  multiTenant: boolean;
   sshCommand: string;
   stop(): Promise<void>;
 }
@@ -84,7 +93,17 @@ export interface LocalStack {
 export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
   const log = opts.logger ?? getLogger('local-stack');
   const dataDir = resolve(opts.dataDir);
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const multiTenant = process.getuid?.() === 0;
+  // StrictModes: a data dir, users.yaml or policy.yaml others can write is refused (docs/security.md).
+  // As root the data dir is 0711 so each workspace account can reach its own home and list nothing.
+  ensureStackDir(dataDir, multiTenant ? 0o711 : 0o700);
+  requireStrictMode(join(dataDir, 'users.yaml'));
+  requireStrictMode(join(dataDir, 'policy.yaml'));
+  const tokens = createStackTokens(dataDir);
+  if (!multiTenant)
+    log.warn(
+      'the local stack runs as an ordinary user: every workspace runs as that user (single-tenant; docs/security.md)',
+    );
   const hostKey = join(dataDir, 'ssh_host_ed25519_key');
   if (!existsSync(hostKey))
     log.info({ path: hostKey }, 'generating the gateway host key (kept for later runs)');
@@ -101,6 +120,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       dataDir,
       homeDir: home,
       logger: getLogger('identity'),
+      tokenFile: tokens.files.identity,
       onboarding: { web, expiresInS: opts.onboardingExpiresInS },
     });
   } catch (e) {
@@ -118,14 +138,33 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       idleTimeoutMs: opts.idleTimeoutMs,
       pullDelayMs: opts.pullDelayMs,
       logger: getLogger('provisioner'),
+      tokenFile: tokens.files.provisioner,
+      agentTokenFile: tokens.files.agent,
+      accounts: createAccountResolver(
+        new UserStore({ dataDir, homeDir: home, log: getLogger('provisioner') }),
+      ),
+      maxWorkspacesPerUser: opts.maxWorkspacesPerUser,
     });
-    policy = await startLocalPolicy({ dataDir, logger: getLogger('policy') });
-    sessions = await startLocalSessions({ dataDir, web, logger: getLogger('session') });
+    policy = await startLocalPolicy({
+      dataDir,
+      logger: getLogger('policy'),
+      tokenFile: tokens.files.authz,
+    });
+    sessions = await startLocalSessions({
+      dataDir,
+      web,
+      logger: getLogger('session'),
+      tokenFile: tokens.files.session,
+    });
     if (opts.nats) {
       if (!natsServerAvailable())
         throw new Error('--nats needs nats-server (Debian package nats-server) on the PATH');
-      nats = await startLocalNats({ dataDir, logger: getLogger('nats-server') });
-      await ensureLocalBuckets(nats.url);
+      nats = await startLocalNats({
+        dataDir,
+        logger: getLogger('nats-server'),
+        auth: { token: tokens.natsToken },
+      });
+      await ensureLocalBuckets(nats.url, 5000, tokens.natsToken);
     }
     const [host, port] = splitHostPort(opts.listen);
     const { config, warnings } = await loadConfig(opts.configPath ?? join(REPO, 'config/local.yaml'), {
@@ -140,7 +179,13 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       LOCAL_SESSION_ADDR: sessions.address,
     });
     for (const w of warnings) log.warn(w);
-    if (nats) useLocalNats(config, nats.url);
+    if (nats) useLocalNats(config, nats.url, tokens.natsToken);
+    // Every client of the gateway authenticates with this run's token, re-read on every call.
+    config.identity.tokenFilePath = tokens.files.identity;
+    config.provisioner.tokenFilePath = tokens.files.provisioner;
+    config.authz.tokenFilePath = tokens.files.authz;
+    config.session.tokenFilePath = tokens.files.session;
+    config.k8shelld.tokenFilePath = tokens.files.agent;
     opts.override?.(config);
     const metrics = new GatewayMetrics();
     const services = createServices(config, { metrics });
@@ -171,6 +216,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       nats,
       metrics,
       clientKey,
+      tokens,
+      multiTenant,
       sshCommand,
       async stop() {
         await gateway.stop();

@@ -140,7 +140,17 @@ export class UserStore {
     let sig: string;
     try {
       const st = statSync(this.file);
-      sig = `${st.ino}:${st.size}:${st.mtimeMs}`;
+      sig = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}`;
+      // StrictModes (docs/security.md): anyone who can write the file could give themselves a login.
+      if ((st.mode & 0o022) !== 0) {
+        if (sig !== this.signature)
+          this.log.error(
+            { file: this.file },
+            `users file ${this.file} is group- or world-writable; refusing it and keeping the last good users (run: chmod go-w '${this.file}')`,
+          );
+        this.signature = sig;
+        return;
+      }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
         this.log.error(

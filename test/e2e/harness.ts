@@ -1,7 +1,7 @@
 // End-to-end harness: the real local stack (gateway + local identity + local provisioner + real agent
 // processes) in a temp dir, driven by the real OpenSSH client.
 import { execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { initLogging } from '../../src/ops/log.js';
@@ -34,8 +34,10 @@ export interface E2EOptions {
   configure?: LocalStackOptions['override'];
   /** Validity of onboarding codes issued by the local identity (default 600 s). */
   onboardingExpiresInS?: number;
-  /** Run the stack's own nats-server (`npm start -- --nats`); e.stack.nats is it. */
+  /** Also run Debian's nats-server (token-protected, like every local service). */
   nats?: boolean;
+  /** The local provisioner's per-user workspace cap (default here 64: test files use many). */
+  maxWorkspacesPerUser?: number;
 }
 
 function keygen(path: string): string {
@@ -45,6 +47,8 @@ function keygen(path: string): string {
 
 export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
   const dir = makeTempDir('spx-e2e-');
+  // Run as root, each user's workspace runs as its own OS account, which must reach its home inside.
+  if (process.getuid?.() === 0) chmodSync(dir.path, 0o711);
   const dataDir = dir.join('data');
   const home = dir.join('home');
   mkdirSync(join(home, '.ssh'), { recursive: true });
@@ -72,6 +76,7 @@ export async function startE2E(opts: E2EOptions = {}): Promise<E2E> {
     pullDelayMs: opts.pullDelayMs,
     backends: opts.backends,
     onboardingExpiresInS: opts.onboardingExpiresInS,
+    maxWorkspacesPerUser: opts.maxWorkspacesPerUser ?? 64,
     nats: opts.nats,
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
@@ -202,6 +207,7 @@ export async function identityUp(e: E2E, address: string): Promise<void> {
     dataDir: e.dir.join('data'),
     homeDir: e.dir.join('home'),
     listen: address,
+    tokenFile: e.stack.tokens.files.identity,
     onboarding: { web: e.stack.web },
   });
 }

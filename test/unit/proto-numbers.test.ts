@@ -90,6 +90,12 @@ const ROWS: Row[] = [
     bytes: HandshakeResponse.encode(HandshakeResponse.fromPartial({ capabilities: ['x'] })).finish(),
   },
   {
+    what: 'HandshakeResponse.workspace_name',
+    kind: 'extension',
+    field: 101,
+    bytes: HandshakeResponse.encode(HandshakeResponse.fromPartial({ workspaceName: 'ws' })).finish(),
+  },
+  {
     what: 'ShellStartRequest.want_exit_status',
     kind: 'extension',
     field: 100,
@@ -175,6 +181,14 @@ const ROWS: Row[] = [
     kind: 'extension',
     field: 102,
     bytes: UnixSocketStartRequest.encode(UnixSocketStartRequest.fromPartial({ ownerId: 'sh-x1' })).finish(),
+  },
+  {
+    what: 'UnixSocketStartRequest.confirm_connect',
+    kind: 'extension',
+    field: 103,
+    bytes: UnixSocketStartRequest.encode(
+      UnixSocketStartRequest.fromPartial({ confirmConnect: true }),
+    ).finish(),
   },
   {
     what: 'UnixSocketRequest.connection_id',

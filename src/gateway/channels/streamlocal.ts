@@ -13,6 +13,8 @@ export function runStreamLocal(
   run: Omit<ForwardRun, 'confirm'>,
 ): Promise<{ failed: boolean }> {
   const caps = ws.handshake.capabilities;
+  // With our agent the channel is confirmed only once the socket is reached (docs/security.md).
+  const confirmConnect = caps.has(Capability.unixSocketConfirmConnect);
   const call = ws.client.unixSocket(id);
   call.write({
     request: {
@@ -21,13 +23,14 @@ export function runStreamLocal(
         mode: UnixSocketMode.UNIX_SOCKET_MODE_DIAL,
         socketPath,
         halfClose: caps.has(Capability.unixSocketHalfClose),
+        confirmConnect,
       }),
     },
     connectionId: 0,
     event: StreamEvent.STREAM_EVENT_NONE,
   });
-  // The DIAL stream has no dial confirmation; a failed dial ends the stream (INTERNAL) right away.
-  return runForward({ ...run, confirm: false }, call, (data) => ({
+  // Without the extension the DIAL stream has no confirmation; a failed dial ends it (INTERNAL) at once.
+  return runForward({ ...run, confirm: confirmConnect }, call, (data) => ({
     request: { $case: 'data' as const, data },
     connectionId: 0,
     event: StreamEvent.STREAM_EVENT_NONE,

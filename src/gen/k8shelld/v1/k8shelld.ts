@@ -74,6 +74,12 @@ export interface HandshakeResponse {
   message: string;
   /** PROJECT EXTENSION (§9): what this agent supports, e.g. "shell-exit-status". */
   capabilities: string[];
+  /**
+   * PROJECT EXTENSION (docs/security.md): the workspace this agent serves (the provisioner's
+   * WorkspaceDetails.name, from the agent's launch configuration). The gateway refuses a workspace
+   * whose agent names another one, so a reused address never receives a user's commands.
+   */
+  workspaceName: string;
 }
 
 export interface ShellRequest {
@@ -212,6 +218,12 @@ export interface UnixSocketStartRequest {
   halfClose: boolean;
   /** PROJECT EXTENSION (§9.8): only descendants of this session/exec may connect. */
   ownerId: string;
+  /**
+   * PROJECT EXTENSION (docs/security.md, capability "unixsocket-confirm-connect"): DIAL sends
+   * UnixSocketResponse{event: STREAM_EVENT_OPENED} once connected, so the gateway confirms the SSH
+   * channel only after the agent reached the socket; a failed dial ends the call with its status.
+   */
+  confirmConnect: boolean;
 }
 
 export interface UnixSocketResponse {
@@ -330,7 +342,7 @@ export const HandshakeRequest: MessageFns<HandshakeRequest> = {
 };
 
 function createBaseHandshakeResponse(): HandshakeResponse {
-  return { serverVersion: "", accepted: false, message: "", capabilities: [] };
+  return { serverVersion: "", accepted: false, message: "", capabilities: [], workspaceName: "" };
 }
 
 export const HandshakeResponse: MessageFns<HandshakeResponse> = {
@@ -346,6 +358,9 @@ export const HandshakeResponse: MessageFns<HandshakeResponse> = {
     }
     for (const v of message.capabilities) {
       writer.uint32(802).string(v!);
+    }
+    if (message.workspaceName !== "") {
+      writer.uint32(810).string(message.workspaceName);
     }
     return writer;
   },
@@ -395,6 +410,14 @@ export const HandshakeResponse: MessageFns<HandshakeResponse> = {
             message.capabilities.push(reader.string());
             continue;
           }
+          case 101: {
+            if (tag !== 810) {
+              break;
+            }
+
+            message.workspaceName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -416,6 +439,7 @@ export const HandshakeResponse: MessageFns<HandshakeResponse> = {
     message.accepted = object.accepted ?? false;
     message.message = object.message ?? "";
     message.capabilities = object.capabilities?.map((e) => e) || [];
+    message.workspaceName = object.workspaceName ?? "";
     return message;
   },
 };
@@ -1838,7 +1862,7 @@ export const UnixSocketRequest: MessageFns<UnixSocketRequest> = {
 };
 
 function createBaseUnixSocketStartRequest(): UnixSocketStartRequest {
-  return { mode: 0, socketPath: "", multiplex: false, halfClose: false, ownerId: "" };
+  return { mode: 0, socketPath: "", multiplex: false, halfClose: false, ownerId: "", confirmConnect: false };
 }
 
 export const UnixSocketStartRequest: MessageFns<UnixSocketStartRequest> = {
@@ -1857,6 +1881,9 @@ export const UnixSocketStartRequest: MessageFns<UnixSocketStartRequest> = {
     }
     if (message.ownerId !== "") {
       writer.uint32(818).string(message.ownerId);
+    }
+    if (message.confirmConnect !== false) {
+      writer.uint32(824).bool(message.confirmConnect);
     }
     return writer;
   },
@@ -1914,6 +1941,14 @@ export const UnixSocketStartRequest: MessageFns<UnixSocketStartRequest> = {
             message.ownerId = reader.string();
             continue;
           }
+          case 103: {
+            if (tag !== 824) {
+              break;
+            }
+
+            message.confirmConnect = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1936,6 +1971,7 @@ export const UnixSocketStartRequest: MessageFns<UnixSocketStartRequest> = {
     message.multiplex = object.multiplex ?? false;
     message.halfClose = object.halfClose ?? false;
     message.ownerId = object.ownerId ?? "";
+    message.confirmConnect = object.confirmConnect ?? false;
     return message;
   },
 };
