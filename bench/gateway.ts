@@ -15,8 +15,15 @@ export interface RunningGateway {
   /** The recorded variant: the session sink it streams to. */
   sink: RunningSink | undefined;
   /** Addresses of the stack's identity and provisioner, for further gateways against the same services. */
-  services: { identity: string; provisioner: string };
+  services: BenchServices;
   stop(): Promise<void>;
+}
+
+/** The stack's services, for further gateways against them; token files per service (docs/security.md). */
+export interface BenchServices {
+  identity: string;
+  provisioner: string;
+  tokenFiles: { identity: string; provisioner: string; agent: string };
 }
 
 export interface GatewayVariant {
@@ -133,18 +140,26 @@ export async function startGateway(
   if (sink) args.push('--record-to', sink.address);
   try {
     const c = await startChild(args, 'the stack process');
-    const { port, pid, identity, provisioner } = c.ready;
+    const { port, pid, identity, provisioner, tokenFiles } = c.ready;
+    const files = tokenFiles as Partial<BenchServices['tokenFiles']> | undefined;
     if (
       typeof port !== 'number' ||
       typeof pid !== 'number' ||
       typeof identity !== 'string' ||
-      typeof provisioner !== 'string'
+      typeof provisioner !== 'string' ||
+      typeof files?.identity !== 'string' ||
+      typeof files.provisioner !== 'string' ||
+      typeof files.agent !== 'string'
     )
       throw new Error(`bad ready line: ${JSON.stringify(c.ready)}`);
     return {
       port,
       pid,
-      services: { identity, provisioner },
+      services: {
+        identity,
+        provisioner,
+        tokenFiles: { identity: files.identity, provisioner: files.provisioner, agent: files.agent },
+      },
       logFile,
       sink,
       stop: async () => {

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import type { BenchEnv } from './env.js';
+import type { BenchServices } from './gateway.js';
 import { freePort } from './proc.js';
 
 const REPO = resolve(new URL('..', import.meta.url).pathname);
@@ -23,7 +24,7 @@ export interface ProductionGateway {
 
 export interface ProductionOptions {
   model: ProcessModel;
-  services: { identity: string; provisioner: string };
+  services: BenchServices;
   /** Run src/ through tsx instead of dist/ (the smoke test does not build). */
   tsx: boolean;
 }
@@ -54,8 +55,10 @@ export async function startProduction(env: BenchEnv, o: ProductionOptions): Prom
         maxStartupsPerSource: 2000,
         maxChildren: 2000,
       },
-      identity: { address: o.services.identity },
-      provisioner: { address: o.services.provisioner },
+      // The stack's services want this run's tokens (docs/security.md).
+      identity: { address: o.services.identity, tokenFilePath: o.services.tokenFiles.identity },
+      provisioner: { address: o.services.provisioner, tokenFilePath: o.services.tokenFiles.provisioner },
+      k8shelld: { tokenFilePath: o.services.tokenFiles.agent },
     }),
   );
   const logFile = join(env.dir, `production-${o.model}.log`);

@@ -66,6 +66,7 @@ async function main(): Promise<void> {
       // For gateways started beside this one (the process-model scenario).
       identity: stack.identity.address,
       provisioner: stack.provisioner.address,
+      tokenFiles: stack.tokens.files,
     })}\n`,
   );
 }

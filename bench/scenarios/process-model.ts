@@ -6,6 +6,7 @@
 import { errText } from '../../src/ops/log.js';
 import type { Client } from 'ssh2';
 import type { BenchEnv } from '../env.js';
+import type { BenchServices } from '../gateway.js';
 import { childrenOf, checkOk, rssKiB, runProcess, settle, treeCpu, treePssKiB } from '../proc.js';
 import { startProduction, type ProcessModel, type ProductionGateway } from '../production.js';
 import { scenarioResult, type ScenarioResult, type SideOutcome } from '../result.js';
@@ -102,7 +103,7 @@ async function memoryPerConnection(t: Target, n: number): Promise<SideOutcome> {
 export async function measureProcessModels(
   env: BenchEnv,
   sshd: Target,
-  services: { identity: string; provisioner: string },
+  services: BenchServices,
   o: { setupRuns: number; connections: number; tsx: boolean },
   log: (s: string) => void,
 ): Promise<ScenarioResult[]> {

@@ -173,7 +173,16 @@ describe('NATS end to end (real nats-server, OpenSSH, two gateway processes)', {
   function admincli(args: string[]): Promise<RunResult> {
     return run(
       process.execPath,
-      ['--import', 'tsx', join(REPO, 'src/cli/admin.ts'), '--nats-url', natsUrl(), ...args],
+      [
+        '--import',
+        'tsx',
+        join(REPO, 'src/cli/admin.ts'),
+        '--nats-url',
+        natsUrl(),
+        '--token',
+        e.stack.tokens.natsToken,
+        ...args,
+      ],
       { cwd: REPO, timeoutMs: 60_000 },
     );
   }
@@ -221,7 +230,7 @@ describe('NATS end to end (real nats-server, OpenSSH, two gateway processes)', {
     });
     assert.ok(e.stack.nats, 'the stack runs its own nats-server');
     nats = e.stack.nats;
-    admin = await testClient(nats.url);
+    admin = await testClient(nats.url, { token: e.stack.tokens.natsToken });
     jsm = await jetstreamManager(admin);
     await jsm.streams.add({ name: CAPTURE, subjects: [LOCAL_FAILURES_SUBJECT], storage: StorageType.File });
     captured = new CapturedEvents(jsm);
@@ -244,6 +253,7 @@ describe('NATS end to end (real nats-server, OpenSSH, two gateway processes)', {
     portB = await freePort();
     const cfgB = e.dir.join('gateway-b.yaml');
     const q = JSON.stringify;
+    const tok = e.stack.tokens.files;
     writeFileSync(
       cfgB,
       [
@@ -259,11 +269,13 @@ describe('NATS end to end (real nats-server, OpenSSH, two gateway processes)', {
         '    enabled: true',
         `    subject: ${LOCAL_FAILURES_SUBJECT}`,
         '    publicIPOnly: true',
-        `identity:\n  address: ${q(e.stack.identity.address)}`,
-        `provisioner:\n  address: ${q(e.stack.provisioner.address)}`,
-        `authz:\n  address: ${q(e.stack.policy.address)}`,
-        `session:\n  address: ${q(e.stack.sessions.address)}`,
-        `nats:\n  enabled: true\n  url: ${q(nats.url)}`,
+        // The stack's services and NATS want this run's tokens (docs/security.md).
+        `identity:\n  address: ${q(e.stack.identity.address)}\n  tokenFilePath: ${q(tok.identity)}`,
+        `provisioner:\n  address: ${q(e.stack.provisioner.address)}\n  tokenFilePath: ${q(tok.provisioner)}`,
+        `authz:\n  address: ${q(e.stack.policy.address)}\n  tokenFilePath: ${q(tok.authz)}`,
+        `session:\n  address: ${q(e.stack.sessions.address)}\n  tokenFilePath: ${q(tok.session)}`,
+        `k8shelld:\n  tokenFilePath: ${q(tok.agent)}`,
+        `nats:\n  enabled: true\n  url: ${q(nats.url)}\n  token: ${q(e.stack.tokens.natsToken)}`,
         '',
       ].join('\n'),
     );
@@ -583,6 +595,7 @@ describe('NATS end to end (real nats-server, OpenSSH, two gateway processes)', {
       dataDir: e.dir.join('data'),
       port: nats.port,
       logger: pino({ level: 'silent' }),
+      auth: { token: e.stack.tokens.natsToken },
     });
     const up = await ssh(e, e.user, ['echo after-restart'], { timeoutMs: 60_000 });
     assert.equal(up.code, 0, up.stderr);

@@ -5,7 +5,6 @@
 // the wrong shape, or stops listening altogether.
 import {
   credentials,
-  Metadata,
   Server,
   ServerCredentials,
   type sendUnaryData,
@@ -92,7 +91,8 @@ export async function startTestAuthz(): Promise<TestAuthz> {
       }
       if (mode === 'garbage') return cb(null, garbage);
       if (mode === 'wrong-shape') return cb(null, wrongShape);
-      client().evaluate(req, new Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => cb(err, res));
+      // The gateway's metadata (its service token) goes along: the local policy service checks it.
+      client().evaluate(req, call.metadata, { deadline: Date.now() + 30_000 }, (err, res) => cb(err, res));
     },
   };
   const service = {
