@@ -4,7 +4,7 @@
 // file round trip over exec (dropbear has no sftp client) and -B (netcat-like direct-tcpip).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { run } from '../e2e/harness.js';
 import {
   dropbearArgs,
@@ -54,7 +54,14 @@ describe('dropbear dbclient', () => {
       ].join('\n'),
     );
     const r = await run('expect', [script]);
-    assert.equal(r.code, 6, `${r.stdout.toString()}\n${r.stderr}`);
+    // On failure, say which side lost the status: the gateway's own account of the exec's end.
+    const ended = () =>
+      readFileSync(e.logFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"exec ended"'))
+        .slice(-3)
+        .join('\n');
+    assert.equal(r.code, 6, `${r.stdout.toString()}\n${r.stderr}\ngateway: ${ended()}`);
     assert.match(r.stdout.toString(), /got-abc/);
   });
 
