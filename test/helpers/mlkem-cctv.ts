@@ -1,5 +1,7 @@
 // The C2SP CCTV accumulated ML-KEM-768 test (test/fixtures/mlkem/cctv-accumulated.json): deterministic
 // inputs from a SHAKE-128 stream, every output absorbed into a second SHAKE-128.
+import { readFileSync } from 'node:fs';
+import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { shake128 } from '@noble/hashes/sha3.js';
 
 export const CT_768 = 1088;
@@ -35,4 +37,25 @@ export function cctvAccumulate(ops: KemOps, n: number): string {
     acc.update(ek).update(dk).update(ct).update(k).update(ops.decaps(c.badCt, dk));
   }
   return Buffer.from(acc.xof(32)).toString('hex');
+}
+
+/** @noble/post-quantum's ML-KEM-768 (what the gateway's hybrid key exchange uses) as KemOps. */
+export const nobleMlKem768: KemOps = {
+  keygen: (d, z) => {
+    const k = ml_kem768.keygen(new Uint8Array([...d, ...z]));
+    return { ek: k.publicKey, dk: k.secretKey };
+  },
+  encaps: (ek, m) => {
+    const e = ml_kem768.encapsulate(ek, m);
+    return { ct: e.cipherText, k: e.sharedSecret };
+  },
+  decaps: (ct, dk) => ml_kem768.decapsulate(ct, dk),
+};
+
+/** The published answer: test count and hash of the accumulated run. */
+export function cctvExpected(): { tests: number; sha: string } {
+  const fixture = JSON.parse(
+    readFileSync(new URL('../fixtures/mlkem/cctv-accumulated.json', import.meta.url), 'utf8'),
+  ) as { 'ML-KEM-768': { tests: number; sha: string } };
+  return fixture['ML-KEM-768'];
 }
