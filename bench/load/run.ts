@@ -17,6 +17,8 @@ export interface LoadOptions {
   /** Bytes per operation (each op moves this many). */
   opBytes: number;
   log?: (line: string) => void;
+  /** Extra configuration for the gateway (dotted keys), e.g. a short workspace keepalive. */
+  set?: Record<string, unknown>;
 }
 
 export type OpKind = 'exec-up' | 'exec-down' | 'forward' | 'sftp';
@@ -91,11 +93,33 @@ async function succeeded(
 /** Writes `gen` to a stream with backpressure, then ends it; returns the sha256 of what was written. */
 async function pump(w: NodeJS.WritableStream, n: number): Promise<string> {
   const h = createHash('sha256');
-  for (const b of payload(n)) {
-    h.update(b);
-    if (!w.write(b)) await new Promise<void>((r) => w.once('drain', () => r()));
+  // A channel closed by the server never emits 'drain': waiting for it alone would hang the op.
+  let closed = false;
+  const onClose = () => (closed = true);
+  w.once('close', onClose);
+  try {
+    for (const b of payload(n)) {
+      h.update(b);
+      if (closed) throw new Error('closed by the server while sending');
+      if (!w.write(b))
+        await new Promise<void>((r, j) => {
+          const done = () => {
+            w.off('drain', done);
+            w.off('close', gone);
+            r();
+          };
+          const gone = () => {
+            w.off('drain', done);
+            j(new Error('closed by the server while sending'));
+          };
+          w.once('drain', done);
+          w.once('close', gone);
+        });
+    }
+    w.end();
+  } finally {
+    w.off('close', onClose);
   }
-  w.end();
   return h.digest('hex');
 }
 
@@ -142,7 +166,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
   const log = o.log ?? (() => undefined);
   // All clients come from 127.0.0.1: lift the per-source pre-auth cap (the abuse suite tests it).
   const stack = await startStackProcess({
-    set: { 'server.maxStartupsPerSource': 1000, 'server.maxStartups': 1000 },
+    set: { 'server.maxStartupsPerSource': 1000, 'server.maxStartups': 1000, ...o.set },
   });
   const echo = await echoServer();
   const key = readFileSync(stack.key);
@@ -197,7 +221,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
             const kind = kinds[k++ % kinds.length] as OpKind;
             const n = Math.min(o.opBytes, perConn - moved);
             try {
-              const ok = await runOp(c, kind, n, blobHash, blobSize, echo.port, i);
+              const ok = await withDeadline(
+                runOp(c, kind, n, blobHash, blobSize, echo.port, i),
+                OP_DEADLINE_MS,
+                `${kind} of ${n} B`,
+              );
               if (ok !== true) {
                 report.mismatches++;
                 if (report.mismatchSamples.length < 10) report.mismatchSamples.push(`${kind} ${n} B: ${ok}`);
@@ -226,6 +254,17 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     echo.close();
     await stack.stop();
   }
+}
+
+/** No single operation may hang the run: a stuck one is a failure, reported with what it was. */
+const OP_DEADLINE_MS = Number(process.env.LOAD_OP_DEADLINE_MS ?? 180_000);
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_r, j) => {
+    timer = setTimeout(() => j(new Error(`${what}: no result within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** One operation on a connection; false on a hash mismatch. */
@@ -268,6 +307,9 @@ async function runOp(
     }
     case 'sftp': {
       const s = await sftpOf(c);
+      // The session can end under the op (a lost workspace): that is this op's failure, not a crash.
+      const ended = new Promise<never>((_r, j) => s.on('error', j));
+      ended.catch(() => undefined);
       try {
         const file = `load-${conn}.bin`;
         const ws = s.createWriteStream(file);
@@ -275,9 +317,9 @@ async function runOp(
           ws.once('close', () => r());
           ws.once('error', j);
         });
-        const sent = await pump(ws, n);
-        await closed;
-        const got = await collectHash(s.createReadStream(file));
+        const sent = await Promise.race([pump(ws, n), ended]);
+        await Promise.race([closed, ended]);
+        const got = await Promise.race([collectHash(s.createReadStream(file)), ended]);
         return same(got.hash, sent, `${got.bytes} bytes`);
       } finally {
         s.end();

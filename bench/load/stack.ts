@@ -1,7 +1,7 @@
 // The local stack in a process of its own (test/helpers/stack-process.ts), with a fresh data dir and a
 // client key for the OS user, for suites that measure the gateway's process or signal it.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { makeTempDir, type TempDir } from '../../test/helpers/tmp.js';
@@ -57,6 +57,7 @@ export async function startStackProcess(
   );
   let out = '';
   let err = '';
+  if (process.env.LOAD_STDERR_FILE) child.stderr?.pipe(createWriteStream(process.env.LOAD_STDERR_FILE));
   child.stderr?.on('data', (d: Buffer) => {
     err = (err + d.toString()).slice(-4000);
   });

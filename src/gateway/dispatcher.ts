@@ -410,7 +410,10 @@ export class Dispatcher {
       ws = await this.workspaceFor(progress, start.signal);
     } catch (e) {
       const err = e instanceof WorkspaceError ? e : new WorkspaceError('system', 'internal', errText(e));
-      log.warn({ err: err.message, code: err.code }, `${what.type}: workspace unavailable`);
+      log.warn(
+        { err: err.message, code: err.code, cause: causeText(err) },
+        `${what.type}: workspace unavailable`,
+      );
       // On PTY shells a message that the progress output already showed is not repeated (§23.e); a
       // cancellation (Ctrl+C) never went through the progress output.
       const shown =
@@ -770,7 +773,7 @@ export class Dispatcher {
       return await this.workspaceFor(nullProgress, this.conn.closed);
     } catch (e) {
       const err = e instanceof WorkspaceError ? e : new WorkspaceError('system', 'internal', errText(e));
-      log.warn({ err: err.message, code: err.code }, 'forward: workspace unavailable');
+      log.warn({ err: err.message, code: err.code, cause: causeText(err) }, 'forward: workspace unavailable');
       open.reject(
         err.code === 'denied' ? OpenFailure.ADMINISTRATIVELY_PROHIBITED : OpenFailure.CONNECT_FAILED,
         `workspace unavailable: ${err.userMessage}`,
@@ -802,3 +805,8 @@ function programName(command: string): string {
 }
 
 export type { Ending };
+
+/** The operator's view of why a workspace step failed: the user message hides the transport detail. */
+function causeText(err: Error): string | undefined {
+  return err.cause === undefined ? undefined : errText(err.cause);
+}
