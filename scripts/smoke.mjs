@@ -5,7 +5,7 @@
 //   3. a start with the shipped sample config/config.yaml, whose services (identity, provisioner,
 //      session) do not exist here, must never crash. Two outcomes pass:
 //      - the gateway refuses to start with a clean, explained non-zero exit (an error log line saying
-//        why, no stack trace, no signal): e.g. a feature configured in the sample but not built;
+//        why, no stack trace, no signal), e.g. a listen port already in use or an unreadable host key;
 //      - it starts, a login attempt is denied because identity is unreachable, the process stays up,
 //        logs why, and SIGTERM stops it with exit 0.
 // The sample is used as shipped except for what cannot be shared on a test machine: the ports (free

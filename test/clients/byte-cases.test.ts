@@ -1,8 +1,7 @@
 // Byte-level behaviour compared with Debian's sshd on a loopback port (test/clients/sshd.ts): a 100 KB
 // command line (ssh2 patch 010), 2 MB stdout + 2 MB stderr at once (patch 001; 20 runs), and the session
 // environment (no agent variables, sshd's PATH and MAIL, TERM and SSH_TTY only with a PTY, no stack
-// files in the home). Raw non-UTF-8 bytes and SSH_CONNECTION need the gateway's exec handler to use
-// src/gateway/raw-text.ts and env.ts: pending-pipeline.test.ts.
+// files in the home). Raw non-UTF-8 bytes and SSH_CONNECTION/SSH_CLIENT: piped-and-raw.test.ts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -61,7 +60,7 @@ describe('byte cases, gateway vs sshd', () => {
     assert.equal(g.code, 0, g.stderr);
     const genv = parseEnv(g.stdout.toString());
     const senv = parseEnv(s.stdout.toString());
-    // Only what sshd also sets (SSH_CONNECTION/SSH_CLIENT: pending-pipeline.test.ts).
+    // Only what sshd also sets (SSH_CONNECTION/SSH_CLIENT: piped-and-raw.test.ts).
     const shellOwn = new Set(['PWD', 'SHLVL', '_', 'OLDPWD']);
     for (const name of genv.keys())
       if (!shellOwn.has(name)) assert.ok(senv.has(name), `gateway sets ${name}, sshd does not`);

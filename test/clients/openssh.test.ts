@@ -1,6 +1,6 @@
 // OpenSSH (Debian's 9.2 client) through the gateway: exec with exit status, a PTY command with piped
 // input, sftp and scp (SFTP and -O legacy) put/get with checksums, -W/direct-tcpip, and the negotiated
-// algorithms. (PTY shells fed from a pipe: pending-pipeline.test.ts.)
+// algorithms. (PTY shells fed from a pipe: piped-and-raw.test.ts.)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
