@@ -5,6 +5,7 @@
 // per-source cap applies to the header's client, not to the relay.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { parsePrometheusText, sampleValue } from '../../helpers/prom-text.js';
@@ -15,6 +16,7 @@ import {
   GatewayProcess,
   httpGet,
   killAll,
+  rssKiB,
   ssh,
   startServices,
   writeConfig,
@@ -54,6 +56,21 @@ async function startRelay(target: () => number): Promise<{ port: number; close()
     port: (server.address() as net.AddressInfo).port,
     close: () => server.close(),
   };
+}
+
+/** CPU ticks (user + system) the processes have used so far; 0 for those gone. */
+function cpuTicks(pids: number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      sum += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone
+    }
+  }
+  return sum;
 }
 
 describe('pre-authentication limits across forked children, production entry', { timeout: 900_000 }, () => {
@@ -142,6 +159,11 @@ describe('pre-authentication limits across forked children, production entry', {
   });
 
   it(`${FLOOD} idle and slow sockets: refused before a child is spawned, children bounded by maxStartups; a real login succeeds`, async (t) => {
+    let t0 = Date.now();
+    const base = await ssh(s, g.port, s.user, ['true'], { bind: '127.0.0.2' });
+    t.diagnostic(`login without a flood, forking: ${Date.now() - t0} ms`);
+    assert.equal(base.code, 0, base.stderr);
+    await waitFor(() => childrenOf(g.pid).length === 0, { timeoutMs: 30_000, what: 'its child to exit' });
     const from = g.lines.length;
     const perSource0 = await metric('sshproxy_preauth_rejections_total', {
       reason: 'max-startups-per-source',
@@ -166,11 +188,28 @@ describe('pre-authentication limits across forked children, production entry', {
     assert.equal(children, admitted);
     assert.equal(await metric('sshproxy_connections_unauthenticated'), admitted);
 
-    const t0 = Date.now();
+    t0 = Date.now();
     const r = await ssh(s, g.port, s.user, ['echo', 'logged-in'], { bind: '127.0.0.2' });
-    t.diagnostic(`login from 127.0.0.2 next to the flood, forking: ${Date.now() - t0} ms`);
+    t.diagnostic(`login next to the flood while its ${admitted} children start: ${Date.now() - t0} ms`);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.toString(), 'logged-in\n');
+    // Once the flood's children are idle (their CPU time stops moving), for the cost of holding them.
+    let last = -1;
+    await waitFor(
+      () => {
+        const now = cpuTicks(childrenOf(g.pid));
+        const still = now === last;
+        last = now;
+        return still;
+      },
+      { timeoutMs: 120_000, intervalMs: 500, what: 'the flood children to be idle' },
+    );
+    t0 = Date.now();
+    const settled = await ssh(s, g.port, s.user, ['true'], { bind: '127.0.0.2' });
+    t.diagnostic(`login next to ${admitted} idle flood children: ${Date.now() - t0} ms`);
+    const rss = childrenOf(g.pid).reduce((sum, pid) => sum + rssKiB(pid), 0);
+    t.diagnostic(`RSS of the ${admitted} flood children: ${Math.round(rss / 1024)} MiB`);
+    assert.equal(settled.code, 0, settled.stderr);
     // The login's slot was freed when it authenticated (not only when its child exited).
     assert.equal(await metric('sshproxy_connections_unauthenticated'), admitted);
 
