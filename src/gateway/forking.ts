@@ -17,7 +17,8 @@
 //
 // Keep this module light: `spawn` blocks the event loop in proportion to the parent's memory
 // (nodejs/node#14917), so the parent must not load ssh2, grpc-js, NATS or the generated code. Only
-// node built-ins, the logger, ids and refuse.ts are imported; types are erased.
+// node built-ins, the logger, ids, refuse.ts, the limiter (preauth.ts, forking-ipc.ts) and the trusted-
+// source check of proxy-protocol.ts are imported; types are erased.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { newConnectionId } from '../common/ids.js';
@@ -148,11 +149,6 @@ export class ForkingParent {
   /** The running children. */
   children(): ChildRecord[] {
     return [...this.table.values()];
-  }
-
-  /** Sockets holding a pre-authentication slot (admitted, not yet authenticated or closed). */
-  unauthenticated(): number {
-    return this.limiter?.stats().unauthenticated ?? 0;
   }
 
   /** Admission of a new socket by its address, or by the global cap only when it comes from a relay. */
