@@ -2,6 +2,10 @@
 // run runChild with a trivial echo serve() (echo-child.ts). Covers one child per connection (distinct
 // pids, own process groups), crash isolation, the child cap with an SSH disconnect a real OpenSSH
 // client shows, SIGTERM drain, the child's forced exit, a second signal, and the SIGUSR2 hand-over.
+// With pre-authentication limits in the parent (the children ask it over fd 4): refusal before a
+// child is spawned, the slot freed exactly once, failures counted across children, attribution of a
+// PROXY relay's sockets to the client the child reports, junk on the link, and a child orphaned by
+// a hand-over falling back to a limiter of its own.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -499,5 +503,20 @@ describe('forking mode: pre-authentication limits in the parent', () => {
     for (const x of [...relayed, fourth, ...direct]) x.end();
     parent.signal('SIGTERM');
     assert.equal(await withTimeout(parent.exited, 60_000, 'parent exit'), 0);
+  });
+
+  it('after a SIGUSR2 hand-over a child still authenticating decides with a limiter of its own', async () => {
+    const parent = await Parent.start({ MAX_STARTUPS: '5', FREE_FAILURES: '1', BASE_DELAY_MS: '100' });
+    const x = await Client.connect(parent.port);
+    const hx = await x.hello();
+    parent.signal('SIGUSR2');
+    assert.equal(await withTimeout(parent.exited, 30_000, 'the old parent to exit'), 0);
+    // The link is closed: the answers come from the child's own limiter (fresh counters).
+    assert.equal(await x.ask('source 10.0.0.1', /^admit /), 'admit ok');
+    assert.equal(await x.ask('fail bob', /^delay /), 'delay 0');
+    assert.equal(await x.ask('refused?', /^refused /), 'refused false');
+    assert.ok(pidAlive(hx.pid));
+    x.end();
+    await waitFor(() => !pidAlive(hx.pid), LONG);
   });
 });
