@@ -1,9 +1,12 @@
 // A forked child (`--child`): serves the one connection the parent handed over on fd 3 with the
 // normal handler and its own backend clients. SIGTERM: no new channels; the connection ends once its
-// channels have, or when the drain timeout passes (reference §4.3, §23.i).
+// channels have, or when the drain timeout passes (reference §4.3, §23.i). Pre-authentication
+// decisions are the parent's, asked over the link on fd 4 (forking-ipc.ts).
 import type { Config } from '../config/load.js';
 import { getLogger, type Logger } from '../ops/log.js';
 import { runChild } from '../gateway/forking-child.js';
+import { ChildPreauthLink } from '../gateway/forking-ipc.js';
+import { preauthOptionsFromConfig } from '../gateway/preauth.js';
 import {
   createGateway,
   gatewayOptionsFromConfig,
@@ -19,9 +22,13 @@ export function runChildMode(config: Config, log: Logger): void {
     log,
     serve: async ({ socket, connectionId, onDrain }) => {
       const services = createServices(config, { hooks: testHooksFromEnv(log) });
+      const preauth = ChildPreauthLink.fromEnv(
+        preauthOptionsFromConfig(config.server),
+        log.child({ conn: connectionId }),
+      );
       const gw = await createGateway(
         gatewayOptionsFromConfig(config),
-        services.backends,
+        preauth ? { ...services.backends, preauth } : services.backends,
         getLogger('ssh-server'),
         {
           listen: false,

@@ -4,6 +4,7 @@ import type { Config } from '../config/load.js';
 import { errText, getLogger, type Logger } from '../ops/log.js';
 import { ForkingParent, forkingOptionsFromConfig } from '../gateway/forking.js';
 import { hostKeyTypes } from '../gateway/hostkey-type.js';
+import { preauthOptionsFromConfig } from '../gateway/preauth.js';
 import { GatewayMetrics } from '../ops/metrics.js';
 import { gatewayReadiness, startHealthServer, type HealthServer } from '../ops/health.js';
 import { COMMIT, VERSION, sshIdent } from '../ops/version.js';
@@ -22,6 +23,8 @@ export async function runForkingParent(
         ident: `SSH-2.0-${sshIdent()}`,
         log: getLogger('ssh-server'),
         metrics,
+        // The caps and the backoff hold across children: the parent admits before it forks.
+        preauth: preauthOptionsFromConfig(config.server),
       }),
       hostKeyTypes: types,
     });

@@ -66,8 +66,9 @@ export interface AuthHooks {
    * source gets every attempt rejected; each failure returns how long to wait before answering it.
    */
   gate?: {
-    refused(): boolean;
-    failed(user: string): number;
+    /** In a forked child the parent decides: the answers may come later. */
+    refused(): boolean | Promise<boolean>;
+    failed(user: string): number | Promise<number>;
     succeeded(user: string): void;
   };
   /** Every decided attempt (metrics). */
@@ -159,7 +160,7 @@ export class Authenticator {
   private async decide(ctx: AuthContext): Promise<void> {
     const userstr = this.parse(ctx.username);
     if (!userstr) return this.reject(ctx, []);
-    if (ctx.method !== 'none' && this.hooks.gate?.refused()) {
+    if (ctx.method !== 'none' && (await this.hooks.gate?.refused())) {
       this.failureInfo.push('Source refused after repeated authentication failures');
       return this.reject(ctx, []);
     }
@@ -521,17 +522,21 @@ export class Authenticator {
     if (ctx.method === 'none') return ctx.reject(methods);
     this.hooks.onAttempt?.(ctx.method, 'failure');
     // Repeated failures are answered late (backoff per source and user), bounded by the grace time.
-    const wait = this.hooks.gate?.failed(this.userstr?.username ?? '') ?? 0;
     const answer = () => {
       if (!this.closer.signal.aborted && this.count()) ctx.reject(methods);
     };
-    if (wait > 0) {
-      this.log.info(
-        { delayMs: wait, method: ctx.method },
-        'authentication failure answered after a backoff delay',
-      );
-      setTimeout(answer, wait).unref();
-    } else answer();
+    const after = (wait: number) => {
+      if (wait > 0) {
+        this.log.info(
+          { delayMs: wait, method: ctx.method },
+          'authentication failure answered after a backoff delay',
+        );
+        setTimeout(answer, wait).unref();
+      } else answer();
+    };
+    const wait = this.hooks.gate?.failed(this.userstr?.username ?? '') ?? 0;
+    if (typeof wait === 'number') after(wait);
+    else void wait.then(after, () => after(0));
   }
 
   /** Counts one attempt; false (and the connection ended) when that reached the limit. */

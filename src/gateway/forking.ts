@@ -11,14 +11,28 @@
 // second SIGTERM/SIGINT exits at once. SIGUSR2 closes the listener and exits without signalling the
 // children, so a new parent can bind the port while the old children keep serving (upgrade).
 //
+// Pre-authentication limits (our §23.l) are the parent's: it admits each socket before spawning a
+// child, so a flood of idle sockets costs no process beyond maxStartups, and it answers the child's
+// questions (failures, backoff, the PROXY header's client) over the link in forking-ipc.ts.
+//
 // Keep this module light: `spawn` blocks the event loop in proportion to the parent's memory
 // (nodejs/node#14917), so the parent must not load ssh2, grpc-js, NATS or the generated code. Only
-// node built-ins, the logger, ids and refuse.ts are imported; types are erased.
+// node built-ins, the logger, ids, refuse.ts, the limiter (preauth.ts, forking-ipc.ts) and the trusted-
+// source check of proxy-protocol.ts are imported; types are erased.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { newConnectionId } from '../common/ids.js';
 import { errText, type Logger } from '../ops/log.js';
 import type { ChildExit, PreauthRejectLabel } from '../ops/metrics.js';
+import { PREAUTH_FD, PREAUTH_FD_ENV, serveChildLink } from './forking-ipc.js';
+import {
+  PreauthLimiter,
+  refusalMessage,
+  type Admission,
+  type PreauthOptions,
+  type PreauthTicket,
+} from './preauth.js';
+import { TrustedSources } from './proxy-protocol.js';
 import { DISCONNECT, refuseSsh } from './refuse.js';
 
 /** Environment variable carrying the parent's connection id to the child. */
@@ -36,6 +50,8 @@ export interface ChildRecord {
 export interface ForkingMetrics {
   childStarted(): (exit: ChildExit) => void;
   preauthRejected(reason: PreauthRejectLabel): void;
+  /** A socket holds a pre-authentication slot; call the returned function when it no longer does. */
+  unauthenticated?(): () => void;
 }
 
 export interface ForkingOptions {
@@ -62,6 +78,14 @@ export interface ForkingOptions {
   metrics?: ForkingMetrics;
   /** Base environment of the children (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** Pre-authentication caps and backoff, applied by the parent across children; none when undefined. */
+  preauth?: PreauthOptions;
+  /**
+   * PROXY protocol trusted sources (config `server.proxyProtocolTrustedCIDRs`) when it is on: a
+   * socket from one of them is admitted under the global cap only, and attributed to the header's
+   * client once its child has read it.
+   */
+  proxyTrustedCidrs?: readonly string[];
   /**
    * Keep retrying a port in use for this long (default 0). A new parent started during an upgrade
    * binds as soon as the old parent, told with SIGUSR2, has closed its listener.
@@ -78,11 +102,16 @@ export class ForkingParent {
   private accepting = true;
   private draining: Promise<void> | undefined;
   private readonly emptied: (() => void)[] = [];
+  private readonly limiter: PreauthLimiter | undefined;
+  private readonly relays: TrustedSources | undefined;
 
   private constructor(
     private readonly o: ForkingOptions,
     private readonly server: net.Server,
-  ) {}
+  ) {
+    this.limiter = o.preauth ? new PreauthLimiter(o.preauth) : undefined;
+    this.relays = o.proxyTrustedCidrs ? new TrustedSources(o.proxyTrustedCidrs) : undefined;
+  }
 
   /** Binds the listener and starts accepting. */
   static async start(o: ForkingOptions): Promise<ForkingParent> {
@@ -122,6 +151,12 @@ export class ForkingParent {
     return [...this.table.values()];
   }
 
+  /** Admission of a new socket by its address, or by the global cap only when it comes from a relay. */
+  private admit(ip: string): Admission | undefined {
+    if (!this.limiter) return undefined;
+    return this.relays?.trusts(ip) ? this.limiter.admitPending() : this.limiter.admit(ip);
+  }
+
   private accept(socket: net.Socket): void {
     const { log } = this.o;
     if (!this.accepting) {
@@ -129,7 +164,25 @@ export class ForkingParent {
       return;
     }
     const peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const connectionId = newConnectionId();
+    // Before the child: a refused socket costs no process (the same refusal as in-process mode).
+    const admission = this.admit(socket.remoteAddress ?? '');
+    if (admission && !admission.ok) {
+      log.warn(
+        { conn: connectionId, client: peer, reason: admission.reason, why: admission.message },
+        'connection refused before key exchange',
+      );
+      this.o.metrics?.preauthRejected(admission.reason);
+      refuseSsh(socket, {
+        ident: this.o.ident,
+        reason: DISCONNECT.TOO_MANY_CONNECTIONS,
+        message: refusalMessage(admission.reason),
+      });
+      return;
+    }
+    const ticket = admission?.ticket;
     if (this.table.size >= this.o.maxChildren) {
+      ticket?.release();
       log.warn({ peer, children: this.table.size }, 'Too many child processes, refusing connection');
       this.o.metrics?.preauthRejected('max-children');
       refuseSsh(socket, {
@@ -139,15 +192,28 @@ export class ForkingParent {
       });
       return;
     }
-    const connectionId = newConnectionId();
+    const unauth = ticket ? this.o.metrics?.unauthenticated?.() : undefined;
+    // Exactly once, whichever comes first: the child reports it authenticated, or it exits.
+    let freed = false;
+    const free = (): void => {
+      if (freed) return;
+      freed = true;
+      ticket?.release();
+      unauth?.();
+    };
     let child;
     try {
       child = spawn(process.execPath, [...(this.o.execArgv ?? []), this.o.entry, ...this.o.args], {
-        stdio: ['ignore', 'inherit', 'inherit', socket],
+        stdio: ['ignore', 'inherit', 'inherit', socket, ticket ? 'pipe' : 'ignore'],
         detached: true,
-        env: { ...(this.o.env ?? process.env), [CONNECTION_ID_ENV]: connectionId },
+        env: {
+          ...(this.o.env ?? process.env),
+          [CONNECTION_ID_ENV]: connectionId,
+          ...(ticket ? { [PREAUTH_FD_ENV]: String(PREAUTH_FD) } : {}),
+        },
       });
     } catch (e) {
+      free();
       log.error({ conn: connectionId, err: errText(e) }, 'Failed to start a child process');
       socket.destroy();
       return;
@@ -157,6 +223,7 @@ export class ForkingParent {
     socket.destroy();
     const pid = child.pid;
     if (pid === undefined) {
+      free();
       child.once('error', (e) =>
         log.error({ conn: connectionId, err: errText(e) }, 'Failed to start a child process'),
       );
@@ -166,11 +233,21 @@ export class ForkingParent {
     this.table.set(pid, record);
     const reaped = this.o.metrics?.childStarted();
     log.info({ conn: connectionId, childPid: pid, peer }, 'Child process started');
+    const link = child.stdio[PREAUTH_FD];
+    if (ticket && link instanceof net.Socket) {
+      serveChildLink({
+        sock: link,
+        ticket: counted(ticket, free),
+        log: log.child({ conn: connectionId, childPid: pid }),
+        onRefused: (reason) => this.o.metrics?.preauthRejected(reason),
+      });
+    }
     child.on('error', (e) =>
       log.error({ conn: connectionId, childPid: pid, err: errText(e) }, 'Child process error'),
     );
     child.on('exit', (code, signal) => {
       this.table.delete(pid);
+      free();
       reaped?.(code === 0 ? 'ok' : signal ? 'signal' : 'error');
       if (code !== 0) {
         log.error(
@@ -268,6 +345,27 @@ export class ForkingParent {
   }
 }
 
+/** `t` whose every way of freeing its slot (release, success, refused attribution) also runs `free`. */
+function counted(t: PreauthTicket, free: () => void): PreauthTicket {
+  return {
+    get source() {
+      return t.source;
+    },
+    refused: () => t.refused(),
+    failed: (user) => t.failed(user),
+    succeeded: (user) => {
+      t.succeeded(user);
+      free();
+    },
+    release: free,
+    attribute: (ip) => {
+      const r = t.attribute(ip);
+      if (!r.ok) free();
+      return r;
+    },
+  };
+}
+
 /** Sends a signal to a child we spawned and have not reaped (so the pid cannot have been reused). */
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -307,9 +405,16 @@ async function listenWithRetry(
 
 /** Options from the configuration and the CLI (the child gets the same config and log format). */
 export function forkingOptionsFromConfig(
-  server: { bindAddress: string; port: number; maxChildren: number; drainTimeout: number },
+  server: {
+    bindAddress: string;
+    port: number;
+    maxChildren: number;
+    drainTimeout: number;
+    proxyProtocol?: boolean;
+    proxyProtocolTrustedCIDRs?: readonly string[];
+  },
   cli: { configPath: string; logtext: boolean; entry?: string; execArgv?: readonly string[] },
-  deps: { ident: string; log: Logger; metrics?: ForkingMetrics },
+  deps: { ident: string; log: Logger; metrics?: ForkingMetrics; preauth?: PreauthOptions },
 ): ForkingOptions {
   return {
     host: server.bindAddress || undefined,
@@ -323,6 +428,8 @@ export function forkingOptionsFromConfig(
     ident: deps.ident,
     log: deps.log,
     metrics: deps.metrics,
+    preauth: deps.preauth,
+    proxyTrustedCidrs: server.proxyProtocol ? (server.proxyProtocolTrustedCIDRs ?? []) : undefined,
     bindRetryMs: 10_000,
   };
 }

@@ -17,6 +17,14 @@
 
 export type PreauthRejectReason = 'max-startups' | 'max-startups-per-source' | 'penalty';
 
+/** What a source refused after repeated authentication failures is told (before key exchange). */
+export const PENALTY_MESSAGE = 'too many authentication failures from your address; try again later';
+
+/** The refusal message a client gets for `reason`. */
+export function refusalMessage(reason: PreauthRejectReason): string {
+  return reason === 'penalty' ? PENALTY_MESSAGE : 'too many connections';
+}
+
 export type Admission =
   | { readonly ok: true; readonly ticket: PreauthTicket }
   | { readonly ok: false; readonly reason: PreauthRejectReason; readonly message: string };
@@ -72,6 +80,33 @@ export interface PreauthTicket {
   /** Authenticated as `user`: forgives this connection's failures for that user and frees the slot. */
   succeeded(user: string): void;
   /** Frees the slot (authenticated or closed). Safe to call more than once. */
+  release(): void;
+  /**
+   * Attributes a ticket from admitPending() to the client address of the PROXY header: the penalty
+   * and the per-source cap are checked for it now, and on refusal the slot is freed. Only the first
+   * call decides; a ticket admitted by address answers ok.
+   */
+  attribute(ip: string): { ok: true } | { ok: false; reason: PreauthRejectReason; message: string };
+}
+
+/**
+ * Where the accept path asks: the in-process PreauthLimiter, or (in a forked child) the parent's
+ * limiter over the child's link, whose answers arrive asynchronously.
+ */
+export interface PreauthGate {
+  admit(ip: string): GateAdmission | Promise<GateAdmission>;
+}
+
+export type GateAdmission =
+  | { readonly ok: true; readonly ticket: GateTicket }
+  | { readonly ok: false; readonly reason: PreauthRejectReason; readonly message: string };
+
+/** A PreauthTicket whose questions may be answered later (by the forking parent). */
+export interface GateTicket {
+  readonly source: string;
+  refused(): boolean | Promise<boolean>;
+  failed(user: string): number | Promise<number>;
+  succeeded(user: string): void;
   release(): void;
 }
 
@@ -155,18 +190,39 @@ export class PreauthLimiter {
   /** Decides on a new connection from `ip` (the socket's or the PROXY header's address). */
   admit(ip: string): Admission {
     const source = sourceKey(ip);
+    const no = this.sourceCheck(source) ?? this.globalCheck();
+    if (no) return no;
+    this.open.set(source, (this.open.get(source) ?? 0) + 1);
+    this.unauthenticated++;
+    return { ok: true, ticket: this.ticket(source) };
+  }
+
+  /**
+   * A socket from a trusted PROXY relay (forking parent): only the global cap is checked now; the
+   * source is known once the child has read the header (PendingTicket.attribute).
+   */
+  admitPending(): Admission {
+    const no = this.globalCheck();
+    if (no) return no;
+    this.unauthenticated++;
+    return { ok: true, ticket: this.ticket(undefined) };
+  }
+
+  private globalCheck(): Extract<Admission, { ok: false }> | undefined {
+    if (this.unauthenticated < this.opts.maxStartups) return undefined;
+    return {
+      ok: false,
+      reason: 'max-startups',
+      message: `${this.unauthenticated} unauthenticated connections (maxStartups)`,
+    };
+  }
+
+  private sourceCheck(source: string): Extract<Admission, { ok: false }> | undefined {
     if (this.sourceRefused(source)) {
       return {
         ok: false,
         reason: 'penalty',
         message: `source ${source} is refused after repeated authentication failures`,
-      };
-    }
-    if (this.unauthenticated >= this.opts.maxStartups) {
-      return {
-        ok: false,
-        reason: 'max-startups',
-        message: `${this.unauthenticated} unauthenticated connections (maxStartups)`,
       };
     }
     const n = this.open.get(source) ?? 0;
@@ -177,9 +233,7 @@ export class PreauthLimiter {
         message: `${n} unauthenticated connections from ${source} (maxStartupsPerSource)`,
       };
     }
-    this.open.set(source, n + 1);
-    this.unauthenticated++;
-    return { ok: true, ticket: this.ticket(source) };
+    return undefined;
   }
 
   /** True while the source of `ip` is refused. */
@@ -200,34 +254,56 @@ export class PreauthLimiter {
     };
   }
 
-  private ticket(source: string): PreauthTicket {
+  /** A ticket for `source`, or a pending one (global slot only) when `source` is undefined. */
+  private ticket(source: string | undefined): PreauthTicket {
     let held = true;
+    // Set once: the source the slot is counted under (a pending ticket has none until attributed).
+    let src = source;
+    let attributed: ReturnType<PreauthTicket['attribute']> | undefined = source ? { ok: true } : undefined;
     const mine = new Map<string, number>(); // failures per user made on this connection (≤ MaxAuthTries entries)
     const release = (): void => {
       if (!held) return;
       held = false;
       this.unauthenticated--;
-      const n = (this.open.get(source) ?? 1) - 1;
-      if (n <= 0) this.open.delete(source);
-      else this.open.set(source, n);
+      if (src === undefined || attributed?.ok !== true) return;
+      const n = (this.open.get(src) ?? 1) - 1;
+      if (n <= 0) this.open.delete(src);
+      else this.open.set(src, n);
     };
+    const key = (): string => src ?? '';
     return {
-      source,
-      refused: () => this.sourceRefused(source),
+      get source() {
+        return key();
+      },
+      refused: () => src !== undefined && this.sourceRefused(src),
       failed: (user) => {
         mine.set(user, (mine.get(user) ?? 0) + 1);
-        return this.recordFailure(source, user);
+        return this.recordFailure(key(), user);
       },
       succeeded: (user) => {
         const n = mine.get(user) ?? 0;
         if (n > 0) {
-          this.forgive(this.sources.peek(source), n);
+          this.forgive(this.sources.peek(key()), n);
           this.forgive(this.users.peek(user), n);
           mine.delete(user);
         }
         release();
       },
       release,
+      attribute: (ip) => {
+        if (attributed) return attributed;
+        src = sourceKey(ip);
+        // A ticket released before its header arrived holds nothing to attribute.
+        const no = held ? this.sourceCheck(src) : undefined;
+        if (no) {
+          attributed = no;
+          release();
+          return no;
+        }
+        attributed = { ok: true };
+        if (held) this.open.set(src, (this.open.get(src) ?? 0) + 1);
+        return attributed;
+      },
     };
   }
 

@@ -24,8 +24,10 @@ import { armLoginGrace, type LoginGrace } from './login-grace.js';
 import {
   PreauthLimiter,
   preauthOptionsFromConfig,
+  refusalMessage,
+  type GateTicket,
+  type PreauthGate,
   type PreauthOptions,
-  type PreauthTicket,
 } from './preauth.js';
 import { readProxyHeader, TrustedSources } from './proxy-protocol.js';
 import { refuseSsh } from './refuse.js';
@@ -47,14 +49,13 @@ const KEEPALIVE_OFF_MS = 2 ** 31 - 1;
 const STOP_GRACE_MS = 2000;
 /** What a client still connected when a drain ends is told. */
 export const RESTART_MESSAGE = 'ssh-proxy is restarting; reconnect';
-/** What a source refused after repeated authentication failures is told (before key exchange). */
-export const PENALTY_MESSAGE = 'too many authentication failures from your address; try again later';
+export { PENALTY_MESSAGE } from './preauth.js';
 
 /** What the accept path learned about one socket, for the ssh2 connection callback. */
 interface AcceptedSocket {
   id: string;
   grace: LoginGrace;
-  ticket?: PreauthTicket;
+  ticket?: GateTicket;
   /** Where the client connected to (the PROXY header's destination when there was one). */
   server?: { ip: string; port: number };
   /** Frees the pre-authentication slot (authenticated or closed); idempotent. */
@@ -110,6 +111,8 @@ export interface GatewayBackends {
   /** Where failed logins go (NATS failure events). */
   onLoginFailed?: (f: FailedLogin) => void;
   metrics?: GatewayMetrics;
+  /** Where pre-authentication decisions are made instead of a limiter of our own (a forked child: the parent). */
+  preauth?: PreauthGate;
   /** Test-only fault injection. */
   hooks?: TestHooks;
 }
@@ -172,7 +175,8 @@ export async function createGateway(
     acceptingChannels: () => acceptingChannels,
     hooks: backends.hooks,
   };
-  const limiter = opts.preauth ? new PreauthLimiter(opts.preauth) : undefined;
+  const limiter: PreauthGate | undefined =
+    backends.preauth ?? (opts.preauth ? new PreauthLimiter(opts.preauth) : undefined);
   const trusted = opts.proxy ? new TrustedSources(opts.proxy.trustedCidrs) : undefined;
   const live = new Set<Connection>();
   const closing = new Set<Promise<void>>();
@@ -369,7 +373,7 @@ export async function createGateway(
       }
       const peer = `${socket.remoteAddress}:${socket.remotePort}`;
       // Admission by the real client's address (behind a balancer every socket comes from the balancer).
-      const admission = limiter?.admit(socket.remoteAddress ?? '');
+      const admission = limiter ? await limiter.admit(socket.remoteAddress ?? '') : undefined;
       if (admission && !admission.ok) {
         slog.warn(
           { reason: admission.reason, why: admission.message },
@@ -379,7 +383,7 @@ export async function createGateway(
         refuseSsh(socket, {
           ident: sshIdent(),
           reason: DisconnectReason.TOO_MANY_CONNECTIONS,
-          message: admission.reason === 'penalty' ? PENALTY_MESSAGE : 'too many connections',
+          message: refusalMessage(admission.reason),
         });
         return;
       }

@@ -2,6 +2,10 @@
 // run runChild with a trivial echo serve() (echo-child.ts). Covers one child per connection (distinct
 // pids, own process groups), crash isolation, the child cap with an SSH disconnect a real OpenSSH
 // client shows, SIGTERM drain, the child's forced exit, a second signal, and the SIGUSR2 hand-over.
+// With pre-authentication limits in the parent (the children ask it over fd 4): refusal before a
+// child is spawned, the slot freed exactly once, failures counted across children, attribution of a
+// PROXY relay's sockets to the client the child reports, junk on the link, and a child orphaned by
+// a hand-over falling back to a limiter of its own.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -108,8 +112,8 @@ class Client {
     socket.on('error', () => undefined);
   }
 
-  static async connect(port: number): Promise<Client> {
-    const s = net.connect({ host: '127.0.0.1', port });
+  static async connect(port: number, localAddress?: string): Promise<Client> {
+    const s = net.connect({ host: '127.0.0.1', port, localAddress });
     const c = new Client(s);
     await withTimeout(once(s, 'connect'), 20_000, 'connect');
     return c;
@@ -147,9 +151,31 @@ class Client {
     await this.line(new RegExp(`^${text}$`));
   }
 
+  /** Sends a command line and returns the child's one-line answer. */
+  async ask(cmd: string, answer: RegExp): Promise<string> {
+    this.socket.write(`${cmd}\n`);
+    return this.line(answer);
+  }
+
   end(): void {
     this.socket.end();
   }
+}
+
+/** Connects from `from` and expects the parent's SSH refusal (no child): returns its message. */
+async function refusedByParent(port: number, from?: string): Promise<string> {
+  const raw = net.connect({ host: '127.0.0.1', port, localAddress: from });
+  const chunks: Buffer[] = [];
+  raw.on('data', (d: Buffer) => chunks.push(d));
+  raw.on('error', () => undefined);
+  await withTimeout(once(raw, 'close'), 20_000, 'the refusal');
+  const got = Buffer.concat(chunks);
+  const nl = got.indexOf('\r\n');
+  assert.ok(nl > 0, `an SSH refusal, got ${JSON.stringify(got.toString())}`);
+  // SSH_MSG_DISCONNECT: length, padding length, 1, reason, then the message as an SSH string.
+  const packet = got.subarray(nl + 2);
+  const len = packet.readUInt32BE(10);
+  return packet.subarray(14, 14 + len).toString();
 }
 
 /** Parent pid and process group of `pid` from /proc. */
@@ -356,5 +382,141 @@ describe('forking mode', () => {
     b.end();
     next.signal('SIGTERM');
     assert.equal(await withTimeout(next.exited, 60_000, 'new parent exit'), 0);
+  });
+});
+
+describe('forking mode: pre-authentication limits in the parent', () => {
+  const started = (p: Parent): number =>
+    p.lines.filter((l) => l.msg === 'Child process started' && l.pid === p.pid).length;
+
+  it('maxStartups refuses before a child is spawned; a slot is freed exactly once (success, then exit)', async () => {
+    const parent = await Parent.start({ MAX_STARTUPS: '3' });
+    const [a, b, c] = await Promise.all([1, 2, 3].map(() => Client.connect(parent.port)));
+    assert.ok(a && b && c);
+    const ha = await a.hello();
+    await b.hello();
+    await c.hello();
+    assert.equal(await refusedByParent(parent.port), 'too many connections');
+    assert.equal(started(parent), 3, 'no child for the refused socket');
+    const refusal = parent.lines.find((l) => l.msg === 'connection refused before key exchange');
+    assert.equal(refusal?.reason, 'max-startups');
+    assert.match(String(refusal?.conn), /^[a-z0-9]+-\d+-/);
+
+    // a authenticates: its slot is free although its child still runs.
+    await a.ask('source 127.0.0.1', /^admit /);
+    await a.ask('auth alice', /^authed$/);
+    const d = await waitFor(
+      async () => {
+        const x = await Client.connect(parent.port);
+        await waitFor(() => x.closed || x.greeted, LONG);
+        return x.closed ? undefined : x;
+      },
+      { ...LONG, what: 'the freed slot' },
+    );
+    await d.hello();
+    // a's child exits (reaped once it is gone from /proc): the slot it gave back on success must not
+    // be given back twice.
+    a.end();
+    await waitFor(() => !pidAlive(ha.pid), LONG);
+    // b crashes: its slot comes back; then exactly one more socket fits.
+    b.socket.write('crash\n');
+    await waitFor(() => b.closed, LONG);
+    const e = await waitFor(
+      async () => {
+        const x = await Client.connect(parent.port);
+        await waitFor(() => x.closed || x.greeted, LONG);
+        return x.closed ? undefined : x;
+      },
+      { ...LONG, what: "the crashed child's slot" },
+    );
+    await e.hello();
+    assert.equal(await refusedByParent(parent.port), 'too many connections');
+    for (const x of [c, d, e]) x.end();
+    parent.signal('SIGTERM');
+    assert.equal(await withTimeout(parent.exited, 60_000, 'parent exit'), 0);
+  });
+
+  it('failures count across children: delays grow per connection, then the parent refuses the source', async () => {
+    const parent = await Parent.start({
+      MAX_STARTUPS: '50',
+      FREE_FAILURES: '1',
+      BASE_DELAY_MS: '100',
+      REFUSE_AFTER: '3',
+    });
+    const delays: string[] = [];
+    const pids = new Set<number>();
+    for (let i = 0; i < 3; i++) {
+      const x = await Client.connect(parent.port, '127.0.0.3');
+      pids.add((await x.hello()).pid);
+      assert.equal(await x.ask('source 127.0.0.3', /^admit /), 'admit ok');
+      delays.push(await x.ask('fail bob', /^delay /));
+      x.end();
+    }
+    assert.equal(pids.size, 3, 'one child per connection');
+    assert.deepEqual(delays, ['delay 0', 'delay 100', 'delay 200']);
+    assert.equal(
+      await refusedByParent(parent.port, '127.0.0.3'),
+      'too many authentication failures from your address; try again later',
+    );
+    assert.equal(started(parent), 3);
+    // Another source is admitted and not refused; bob's user counter slows it (users are never refused).
+    const other = await Client.connect(parent.port, '127.0.0.4');
+    await other.hello();
+    assert.equal(await other.ask('source 127.0.0.4', /^admit /), 'admit ok');
+    assert.equal(await other.ask('refused?', /^refused /), 'refused false');
+    assert.equal(await other.ask('fail bob', /^delay /), 'delay 400');
+    other.end();
+    parent.signal('SIGTERM');
+    assert.equal(await withTimeout(parent.exited, 60_000, 'parent exit'), 0);
+  });
+
+  it("a trusted relay's sockets are attributed to the client the child reports; malformed lines are ignored", async () => {
+    const parent = await Parent.start({ MAX_STARTUPS: '50', MAX_PER_SOURCE: '2', TRUSTED: '127.0.0.9/32' });
+    // Three from the relay, all admitted at accept (the relay itself is not one source) …
+    const relayed = await Promise.all([1, 2, 3].map(() => Client.connect(parent.port, '127.0.0.9')));
+    for (const x of relayed) await x.hello();
+    const answers = [];
+    for (const x of relayed) answers.push(await x.ask('source 203.0.113.7', /^admit /));
+    // … then the per-source cap applies to the header's client.
+    assert.deepEqual(answers, ['admit ok', 'admit ok', 'admit max-startups-per-source']);
+    const fourth = await Client.connect(parent.port, '127.0.0.9');
+    await fourth.hello();
+    // Junk on the link is logged and skipped; the next good line is answered.
+    await fourth.ask('raw {not json\\n', /^raw sent$/);
+    await fourth.ask(`raw ${'x'.repeat(5000)}\\n`, /^raw sent$/);
+    await fourth.ask('raw {"op":"failed","id":"x"}\\n', /^raw sent$/);
+    assert.equal(await fourth.ask('source 203.0.113.8', /^admit /), 'admit ok');
+    await waitFor(
+      () =>
+        [
+          'malformed pre-auth message from a child, ignored',
+          'oversized pre-auth message from a child, ignored',
+        ].every((m) =>
+          parent.lines.some((l) => l.msg === m && l.pid === parent.pid && typeof l.conn === 'string'),
+        ),
+      { ...LONG, what: 'the malformed-line warnings' },
+    );
+    // Direct (untrusted) sockets are counted by their own address at accept.
+    const direct = await Promise.all([1, 2].map(() => Client.connect(parent.port, '127.0.0.4')));
+    for (const x of direct) await x.hello();
+    assert.equal(await refusedByParent(parent.port, '127.0.0.4'), 'too many connections');
+    for (const x of [...relayed, fourth, ...direct]) x.end();
+    parent.signal('SIGTERM');
+    assert.equal(await withTimeout(parent.exited, 60_000, 'parent exit'), 0);
+  });
+
+  it('after a SIGUSR2 hand-over a child still authenticating decides with a limiter of its own', async () => {
+    const parent = await Parent.start({ MAX_STARTUPS: '5', FREE_FAILURES: '1', BASE_DELAY_MS: '100' });
+    const x = await Client.connect(parent.port);
+    const hx = await x.hello();
+    parent.signal('SIGUSR2');
+    assert.equal(await withTimeout(parent.exited, 30_000, 'the old parent to exit'), 0);
+    // The link is closed: the answers come from the child's own limiter (fresh counters).
+    assert.equal(await x.ask('source 10.0.0.1', /^admit /), 'admit ok');
+    assert.equal(await x.ask('fail bob', /^delay /), 'delay 0');
+    assert.equal(await x.ask('refused?', /^refused /), 'refused false');
+    assert.ok(pidAlive(hx.pid));
+    x.end();
+    await waitFor(() => !pidAlive(hx.pid), LONG);
   });
 });

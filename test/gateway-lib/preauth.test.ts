@@ -86,6 +86,58 @@ describe('PreauthLimiter admission', () => {
   });
 });
 
+describe('PreauthLimiter pending admission (forking parent, trusted PROXY relay)', () => {
+  it('admitPending takes a global slot only; attribute() applies the per-source cap and the penalty', () => {
+    const c = clock();
+    const l = new PreauthLimiter({ maxStartups: 4, maxStartupsPerSource: 1, backoff, now: c.now });
+    const a = ticket(l.admitPending());
+    const b = ticket(l.admitPending());
+    assert.equal(l.stats().unauthenticated, 2);
+    assert.deepEqual(a.attribute('203.0.113.7'), { ok: true });
+    assert.equal(a.source, '203.0.113.7');
+    const no = b.attribute('203.0.113.7');
+    assert.equal(no.ok, false);
+    assert.equal(!no.ok && no.reason, 'max-startups-per-source');
+    // A refused attribution frees the slot; only the first attribution decides.
+    assert.equal(l.stats().unauthenticated, 1);
+    assert.equal(b.attribute('203.0.113.8').ok, false);
+    b.release();
+    assert.equal(l.stats().unauthenticated, 1);
+    // The attributed source is counted like a directly admitted one.
+    assert.equal(l.admit('203.0.113.7').ok, false);
+    a.release();
+    a.release();
+    assert.equal(l.stats().unauthenticated, 0);
+    ticket(l.admit('203.0.113.7')).release();
+    // A penalised header address is refused at attribution.
+    for (let i = 0; i < backoff.refuseAfter; i++) l.failed('198.51.100.1', 'mallory');
+    const p = ticket(l.admitPending()).attribute('198.51.100.1');
+    assert.equal(!p.ok && p.reason, 'penalty');
+    assert.equal(l.stats().unauthenticated, 0);
+  });
+
+  it('a directly admitted ticket answers ok to attribute() and keeps its source', () => {
+    const l = new PreauthLimiter({ maxStartups: 4, maxStartupsPerSource: 1, backoff });
+    const t = ticket(l.admit('10.0.0.1'));
+    assert.deepEqual(t.attribute('10.0.0.2'), { ok: true });
+    assert.equal(t.source, '10.0.0.1');
+    assert.equal(l.admit('10.0.0.2').ok, true);
+  });
+
+  it('the global cap holds for pending tickets; a ticket released before its header counts nowhere', () => {
+    const l = new PreauthLimiter({ maxStartups: 2, maxStartupsPerSource: 1, backoff });
+    const a = ticket(l.admitPending());
+    ticket(l.admit('10.0.0.1'));
+    const r = l.admitPending();
+    assert.equal(!r.ok && r.reason, 'max-startups');
+    a.release();
+    assert.deepEqual(a.attribute('10.0.0.9'), { ok: true });
+    assert.equal(l.stats().unauthenticated, 1);
+    // 10.0.0.9 holds nothing: it is admitted under its per-source cap of 1.
+    ticket(l.admit('10.0.0.9'));
+  });
+});
+
 describe('PreauthLimiter backoff', () => {
   it('free failures, then doubling delays up to the ceiling, then refusal for refuseMs', () => {
     const c = clock();

@@ -49,7 +49,9 @@ describe('forking mode, production entry', { timeout: 900_000 }, () => {
       s.dir,
       'forking.yaml',
       s.config(await freePort(), {
-        server: { forking: true, drainTimeout: 60 },
+        // 20 concurrent logins from one address: above the default per-source pre-auth cap (10),
+        // which the parent enforces across children (test/e2e/prod/forking-preauth.test.ts).
+        server: { forking: true, drainTimeout: 60, maxStartupsPerSource: 100 },
         metrics: { address: `127.0.0.1:${metricsPort}` },
       }),
     );
