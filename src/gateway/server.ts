@@ -570,6 +570,7 @@ export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
       maxEnvCount: s.maxEnvCount,
       maxEnvBytes: s.maxEnvBytes,
       dialTimeoutMs: config.k8shelld.dialTimeout * 1000,
+      logCommands: config.log.commands,
     },
     workspace: {
       provisionTimeoutS: config.provisioner.timeout,
