@@ -247,6 +247,11 @@ export async function createGateway(
           endedBecause = 'too many authentication failures';
           disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures');
         },
+        // Identity failed or hung past its deadline (within the grace): say so instead of `Permission denied`.
+        unavailable: (message) => {
+          endedBecause = 'identity service unavailable';
+          disconnectWithMessage(client, DisconnectReason.BY_APPLICATION, message);
+        },
         onPromptPending: (pending) => (pending ? accepted?.grace.pause() : accepted?.grace.resume()),
         evaluate: evaluateUserAuth(clog),
         gate: ticket,
