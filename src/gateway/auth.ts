@@ -23,6 +23,8 @@ import type { AuthContext, KeyboardAuthContext, PasswordAuthContext, PublicKeyAu
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
 import type { IdentityBackend, User, UserOnboardCapability } from '../backends/identity.js';
+import { status } from '@grpc/grpc-js';
+import { isServiceError } from '../backends/grpc.js';
 import { buildRequest, type ActionRequest, type Decision } from './authorize.js';
 import { DeviceFlowWatch, onboardingPrompt, type FlowOutcome } from './onboarding.js';
 import { parseUserStr, UserStrError, type UserStr } from './userstr.js';
@@ -224,7 +226,8 @@ export class Authenticator {
     if (!verdict) {
       verdict = this.identity.authPublicKey(userstr.username, line).catch((e: unknown) => {
         this.log.warn({ err: errText(e) }, 'public key check failed: identity service error');
-        return 'unavailable' as const;
+        // Only an outage ends the login with the message; any answer (an error status) is a failure.
+        return identityDown(e) ? ('unavailable' as const) : false;
       });
       this.keyVerdicts.set(line, verdict);
     }
@@ -555,6 +558,14 @@ export class Authenticator {
     this.hooks.disconnect();
     return false;
   }
+}
+
+/** Whether an identity call failed because the service is down or did not answer in time. */
+function identityDown(e: unknown): boolean {
+  const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
+  return (
+    isServiceError(cause) && (cause.code === status.UNAVAILABLE || cause.code === status.DEADLINE_EXCEEDED)
+  );
 }
 
 /** "<type> <base64 blob>" as identity expects it; the type is read from the blob itself. */
