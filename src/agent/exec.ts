@@ -15,8 +15,13 @@ import { frames, grpcError, metadataValue, Stream, toStatus } from './rpc.js';
 import { exitFromNumbers, type ExitInfo } from './shell.js';
 import type { StoreItem } from './store.js';
 
-/** How long to wait for remaining output after the process exited (background children may hold pipes). */
-const OUTPUT_GRACE_MS = 1000;
+/**
+ * After the process exited, how long its output pipes may stay open *and idle* before they are
+ * closed (a background child may hold them open forever, as `sleep 30 &` does). Only idle time
+ * counts: every read restarts it and time spent paused by a slow consumer (backpressure) does not
+ * count, so output already written is never dropped however slow the client reads.
+ */
+export const OUTPUT_GRACE_MS = 1000;
 
 export function execHandler(ctx: AgentContext): handleBidiStreamingCall<ExecRequest, ExecResponse> {
   return (call) => new ExecCall(ctx, call).run();
@@ -176,6 +181,7 @@ class ExecCall {
     c.stdin?.on('error', () => undefined); // EPIPE once the command stopped reading
     const pipes: Readable[] = [];
     let open = 0;
+    let reads = 0;
     let onAllClosed: (() => void) | undefined;
     const relay = (r: Readable | null, kind: 'stdout' | 'stderr') => {
       if (!r) return;
@@ -183,6 +189,7 @@ class ExecCall {
       open++;
       r.on('error', () => undefined);
       r.on('data', (d: Buffer) => {
+        reads++;
         let ok = true;
         for (const f of frames(d)) {
           ok = this.s.send(
@@ -202,17 +209,38 @@ class ExecCall {
     };
     relay(c.stdout, 'stdout');
     relay(c.stderr, 'stderr');
+    // A consumer that went away never drains: its paused pipes must not hold the grace open.
+    this.s.onCancel(() => {
+      for (const p of pipes) p.resume();
+    });
     c.on('exit', (code, sig) => {
       const exit = exitFromNumbers(code, sig);
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
       const done = () => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         for (const p of pipes) p.destroy();
         c.stdin?.destroy();
         this.finish(exit);
       };
-      const timer = setTimeout(done, OUTPUT_GRACE_MS);
-      if (open === 0) done();
-      else onAllClosed = done;
+      if (open === 0) return done();
+      onAllClosed = done;
+      const arm = () => {
+        const seen = reads;
+        timer = setTimeout(() => {
+          // One poll phase first: after a stall of the event loop (CPU load) the timer can fire
+          // before the reads already waiting on the pipes were delivered.
+          setImmediate(() => {
+            if (settled) return;
+            const waiting = !this.s.done && pipes.some((p) => p.isPaused() && !p.destroyed);
+            if (reads !== seen || waiting) arm();
+            else done();
+          });
+        }, OUTPUT_GRACE_MS);
+      };
+      arm();
     });
     return c.pid;
   }

@@ -58,13 +58,22 @@ export interface IdentityBackend {
 // The reference runs authentication callbacks under a 30 s context.
 const CALL_TIMEOUT_MS = 30_000;
 
-export function createIdentityClient(cfg: BackendConfig): IdentityBackend {
+/**
+ * The deadline of identity calls made while a client logs in: at most the reference's 30 s and at
+ * most half the login grace (`server.SSHHandshakeTimeout`), so that a hung identity service is
+ * reported to the user while the connection is still open.
+ */
+export function identityDeadlineMs(handshakeTimeoutS: number): number {
+  return Math.max(1000, Math.min(CALL_TIMEOUT_MS, (handshakeTimeoutS || 30) * 500));
+}
+
+export function createIdentityClient(cfg: BackendConfig, timeoutMs = CALL_TIMEOUT_MS): IdentityBackend {
   const client = new IdentityServiceClient(cfg.address, channelCredentials(cfg), {
     ...channelOptions(cfg),
     interceptors: interceptorsFor(cfg),
   });
-  const opts = { timeoutMs: CALL_TIMEOUT_MS };
-  const callOpts = (o: CallOpts = {}) => ({ timeoutMs: o.timeoutMs ?? CALL_TIMEOUT_MS, signal: o.signal });
+  const opts = { timeoutMs };
+  const callOpts = (o: CallOpts = {}) => ({ timeoutMs: o.timeoutMs ?? timeoutMs, signal: o.signal });
   const fail = (rpc: string) => (e: unknown) => {
     throw new ProxyError('unavailable', `identity ${rpc}: ${describeGrpcError(e)}`, { cause: e });
   };

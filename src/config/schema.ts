@@ -264,6 +264,20 @@ export const configSchema = z.object({
     /** Ours: host:port for /metrics, /healthz and /readyz; "" = off. */
     address: str(''),
   }),
+  log: section({
+    /**
+     * Ours: exec command lines in logs. `summary`: program name and length at info, the full line
+     * only at debug (command lines carry passwords and tokens). `full`: the full line at info.
+     */
+    commands: z.preprocess(
+      unset,
+      z
+        .enum(['summary', 'full'], {
+          error: (iss) => `expected "summary" or "full", got ${show(iss.input)}`,
+        })
+        .default('summary'),
+    ),
+  }),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -23,6 +23,8 @@ import type { AuthContext, KeyboardAuthContext, PasswordAuthContext, PublicKeyAu
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
 import type { IdentityBackend, User, UserOnboardCapability } from '../backends/identity.js';
+import { status } from '@grpc/grpc-js';
+import { isServiceError } from '../backends/grpc.js';
 import { buildRequest, type ActionRequest, type Decision } from './authorize.js';
 import { DeviceFlowWatch, onboardingPrompt, type FlowOutcome } from './onboarding.js';
 import { parseUserStr, UserStrError, type UserStr } from './userstr.js';
@@ -53,6 +55,12 @@ export interface AuthSettings {
 export interface AuthHooks {
   /** Ends the connection (attempt limit reached). */
   disconnect(): void;
+  /**
+   * Ends the connection with `message` for the user: the identity service failed or did not answer
+   * within its deadline, so no attempt on this connection can succeed before the login grace ends.
+   * Absent: the attempt is only rejected (the user sees `Permission denied`).
+   */
+  unavailable?(message: string): void;
   /**
    * `true` when an onboarding prompt starts waiting for the user, `false` when it was answered or
    * abandoned: the login grace timer must not run in between (§23.g); the onboarding has its own
@@ -92,6 +100,9 @@ interface Methods {
 }
 
 const KBD: Method[] = ['keyboard-interactive'];
+/** The user's message when identity failed; the operator's log line has the gRPC detail. */
+export const IDENTITY_UNAVAILABLE =
+  'ssh-proxy: login is unavailable right now (the identity service did not answer); try again later';
 const DEFAULT_ONBOARDING_TIMEOUT_MS = 600_000;
 const DEFAULT_POLL_MS = 5000;
 /** Keys of an unknown user passed on to identity as onboarding hints, per connection. */
@@ -120,7 +131,7 @@ export class Authenticator {
   private lookup: Promise<Lookup> | undefined;
   private capability: Promise<UserOnboardCapability | undefined> | undefined;
   private methods: Promise<Methods> | undefined;
-  private readonly keyVerdicts = new Map<string, Promise<boolean>>();
+  private readonly keyVerdicts = new Map<string, Promise<boolean | 'unavailable'>>();
   private readonly keyHints = new Set<string>();
   private onboarding: DeviceFlowWatch | undefined;
   private promptPending = false;
@@ -166,6 +177,7 @@ export class Authenticator {
     }
     const found = await this.findUser(userstr);
     if (found.kind === 'found') return this.known(ctx, userstr, found.user);
+    if (found.kind === 'error' && this.hooks.unavailable) return this.hooks.unavailable(IDENTITY_UNAVAILABLE);
     const cap = found.kind === 'not_found' ? await this.onboardCapability(userstr.username) : undefined;
     if (!cap?.canOnboard) {
       if (ctx.method === 'keyboard-interactive' && cap)
@@ -215,12 +227,15 @@ export class Authenticator {
     if (!verdict) {
       verdict = this.identity.authPublicKey(userstr.username, line).catch((e: unknown) => {
         this.log.warn({ err: errText(e) }, 'public key check failed: identity service error');
-        return false;
+        // Only an outage ends the login with the message; any answer (an error status) is a failure.
+        return identityDown(e) ? ('unavailable' as const) : false;
       });
       this.keyVerdicts.set(line, verdict);
     }
     const fingerprint = keyFingerprint(ctx.key.data);
-    if (!(await verdict)) {
+    const ok = await verdict;
+    if (ok === 'unavailable' && this.hooks.unavailable) return this.hooks.unavailable(IDENTITY_UNAVAILABLE);
+    if (ok !== true) {
       this.failureInfo.push('Public key authentication failed');
       this.log.info({ user: userstr.username, key: fingerprint }, 'public key not accepted');
       return this.reject(ctx, m.offered);
@@ -548,6 +563,14 @@ export class Authenticator {
     this.hooks.disconnect();
     return false;
   }
+}
+
+/** Whether an identity call failed because the service is down or did not answer in time. */
+function identityDown(e: unknown): boolean {
+  const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
+  return (
+    isServiceError(cause) && (cause.code === status.UNAVAILABLE || cause.code === status.DEADLINE_EXCEEDED)
+  );
 }
 
 /** "<type> <base64 blob>" as identity expects it; the type is read from the blob itself. */

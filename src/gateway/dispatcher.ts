@@ -52,6 +52,7 @@ import { SessionState, type SessionRun } from './channels/session-context.js';
 import { runShell } from './channels/shell.js';
 import { runStreamLocal } from './channels/streamlocal.js';
 import { envAccepted } from './env-policy.js';
+import { logExecRequest, type CommandLogMode } from './exec-log.js';
 import { asUserProblem } from './as-user.js';
 import { clampSize, streamLocalPath, tcpipPayload } from './request-payloads.js';
 
@@ -73,6 +74,8 @@ export interface ChannelSettings {
   maxEnvBytes: number;
   /** Ours: how long a forward waits for the workspace to dial (dial confirmation). */
   dialTimeoutMs: number;
+  /** Ours: exec command lines in logs (config `log.commands`). */
+  logCommands: CommandLogMode;
 }
 
 /** Test-only fault injection (never set from configuration). */
@@ -320,9 +323,7 @@ export class Dispatcher {
       state.started = true;
       this.conn.ops.add('ex');
       const command = execCommand(info);
-      // The command line can carry secrets: program name and length at info level only.
-      log.info({ program: programName(command.text), length: sshBytes(command).length }, 'exec requested');
-      log.debug({ command: command.text }, 'exec command');
+      logExecRequest(log, this.deps.settings.logCommands, command.text, sshBytes(command).length);
       this.runSession(state, ok(), { type: 'exec', command });
     });
     session.on('subsystem', (ok, no, info) => {
@@ -796,12 +797,6 @@ function setEnv(state: SessionState, key: SshText, val: SshText): void {
   const i = state.env.findIndex(([k]) => sshBytes(k).equals(name));
   if (i < 0) state.env.push([key, val]);
   else state.env[i] = [key, val];
-}
-
-/** The program of a command line, for logs (the rest may carry secrets). */
-function programName(command: string): string {
-  const first = command.trimStart().split(/\s+/, 1)[0] ?? '';
-  return first.slice(0, 64);
 }
 
 export type { Ending };

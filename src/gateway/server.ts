@@ -251,6 +251,11 @@ export async function createGateway(
           endedBecause = 'too many authentication failures';
           disconnectWithMessage(client, DisconnectReason.PROTOCOL_ERROR, 'Too many authentication failures');
         },
+        // Identity failed or hung past its deadline (within the grace): say so instead of `Permission denied`.
+        unavailable: (message) => {
+          endedBecause = 'identity service unavailable';
+          disconnectWithMessage(client, DisconnectReason.BY_APPLICATION, message);
+        },
         onPromptPending: (pending) => (pending ? accepted?.grace.pause() : accepted?.grace.resume()),
         evaluate: evaluateUserAuth(clog),
         gate: ticket,
@@ -574,6 +579,7 @@ export function gatewayOptionsFromConfig(config: Config): GatewayOptions {
       maxEnvCount: s.maxEnvCount,
       maxEnvBytes: s.maxEnvBytes,
       dialTimeoutMs: config.k8shelld.dialTimeout * 1000,
+      logCommands: config.log.commands,
     },
     workspace: {
       provisionTimeoutS: config.provisioner.timeout,

@@ -7,7 +7,7 @@ import { getLogger, type Logger } from '../ops/log.js';
 import type { GatewayMetrics } from '../ops/metrics.js';
 import type { Probe } from '../ops/health.js';
 import { createAuthorizer } from '../backends/authz.js';
-import { createIdentityClient } from '../backends/identity.js';
+import { createIdentityClient, identityDeadlineMs } from '../backends/identity.js';
 import { createProvisionerClient } from '../backends/provisioner.js';
 import { sessionClientFromConfig } from '../backends/session.js';
 import { createUserTokenCache } from '../backends/user-token.js';
@@ -38,7 +38,10 @@ export function createServices(
   if (!config.provisioner.address) log.warn('provisioner.address is not set: no workspace can be reached');
   // Clients connect lazily: an unreachable service is reported at first use, never by a crash. An
   // unset address gets a target that can never connect, so every call fails (closed) as warned above.
-  const identity = createIdentityClient(orUnreachable(config.identity));
+  const identity = createIdentityClient(
+    orUnreachable(config.identity),
+    identityDeadlineMs(config.server.SSHHandshakeTimeout),
+  );
   const provisioner = createProvisionerClient(orUnreachable(config.provisioner));
   const authorizer = createAuthorizer(config.authz);
   const tokens = authorizer.configured ? createUserTokenCache(identity) : undefined;

@@ -23,11 +23,21 @@ import type { ProgressWriter } from './progress.js';
 /** A failure the user is told about; `category` decides which writer option shows it (§11). */
 export class WorkspaceError extends ProxyError {
   readonly category: 'user' | 'system';
-  constructor(category: 'user' | 'system', code: ErrorCode, message: string, cause?: unknown) {
-    super(code, message, { userMessage: message, cause });
+  /** `userMessage` defaults to `message`; pass one when the message carries backend detail (gRPC text). */
+  constructor(
+    category: 'user' | 'system',
+    code: ErrorCode,
+    message: string,
+    cause?: unknown,
+    userMessage?: string,
+  ) {
+    super(code, message, { userMessage: userMessage ?? message, cause });
     this.category = category;
   }
 }
+
+/** What the user is told when the provisioner failed or did not answer (the detail goes to the log). */
+export const PROVISIONER_UNAVAILABLE = 'the workspace service is unavailable; try again later';
 
 export interface BoundWorkspace {
   client: WorkspaceClient;
@@ -125,8 +135,8 @@ export class WorkspaceResolver {
       return { client, details, handshake };
     } catch (e) {
       const err = asWorkspaceError(e);
-      if (err.category === 'user') progress.userError(err.message);
-      else progress.systemError(err.message);
+      if (err.category === 'user') progress.userError(err.userMessage);
+      else progress.systemError(err.userMessage);
       throw err;
     }
   }
@@ -196,6 +206,7 @@ export class WorkspaceResolver {
         'unavailable',
         `failed to ensure workspace for user ${who}: ${errText(e)}`,
         e,
+        `failed to ensure workspace for user ${who}: ${PROVISIONER_UNAVAILABLE}`,
       );
     });
     const running = list.find((w) => w.workspaceStatus?.status === 'Running');
@@ -219,6 +230,7 @@ export class WorkspaceResolver {
         'unavailable',
         `failed to ensure workspace for user ${who}: ${errText(e)}`,
         e,
+        `failed to ensure workspace for user ${who}: ${PROVISIONER_UNAVAILABLE}`,
       );
     });
     const st = details.workspaceStatus?.status ?? '';
@@ -238,19 +250,24 @@ export class WorkspaceResolver {
     progress: ProgressWriter,
     who: string,
   ): Promise<string> {
+    const prefix = `failed to ensure workspace for user ${who}: workspace provisioning failed: provisioning failed`;
     const failed = (msg: string, cause?: unknown) =>
+      new WorkspaceError('user', 'failed', `${prefix}: ${msg}`, cause);
+    // A broken stream: the gRPC detail is for the operator's log only.
+    const broken = (e: unknown) =>
       new WorkspaceError(
         'user',
-        'failed',
-        `failed to ensure workspace for user ${who}: workspace provisioning failed: provisioning failed: ${msg}`,
-        cause,
+        'unavailable',
+        `${prefix}: stream error: ${errText(e)}`,
+        e,
+        `${prefix}: ${PROVISIONER_UNAVAILABLE}`,
       );
     const it = stream[Symbol.asyncIterator]();
     let first: IteratorResult<ProvisionWorkspaceResponse>;
     try {
       first = await it.next();
     } catch (e) {
-      throw failed(`stream error: ${errText(e)}`, e);
+      throw broken(e);
     }
     if (first.done || first.value.data?.$case !== 'handshake')
       throw failed('the provisioner did not start with a handshake');
@@ -268,7 +285,7 @@ export class WorkspaceResolver {
           r = await it.next();
         } catch (e) {
           if (entry.abort.signal.aborted) throw cancelled();
-          throw failed(`stream error: ${errText(e)}`, e);
+          throw broken(e);
         }
         if (r.done) break;
         if (r.value.data?.$case !== 'event') throw failed('a message without an event');

@@ -2,8 +2,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
+import { OUTPUT_GRACE_MS } from '../../src/agent/exec.js';
 import { CommandDetails, type ExecRequest, type ExecResponse } from '../../src/gen/k8shelld/v1/k8shelld.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { pidAlive, waitFor } from '../helpers/wait.js';
@@ -134,6 +137,35 @@ describe('agent Exec', () => {
     process.kill(bg, 'SIGKILL');
     assert.equal(exitCode(r.messages), 0);
     assert.ok(stillRunning, 'exit_code came only after the background child ended');
+  });
+
+  test('a consumer paused past the output grace after exit still gets every byte', async () => {
+    // The fault: a client that stops reading (a slow network, a loaded gateway) while the command
+    // has exited and its output is still on the way. The shell exits at once; its background `head`
+    // holds stdout and has 8 MiB to write, far more than the pipe and the HTTP/2 windows hold.
+    const total = 8 * 1024 * 1024;
+    const pidFile = `${home.path}/slow-consumer.pid`;
+    const e = openExec();
+    e.call.pause();
+    e.call.write(cmd({ command: `head -c ${total} /dev/zero & echo $$ > ${pidFile}` }));
+    e.call.end();
+    const shell = await waitFor(
+      () => {
+        const pid = Number(readFileSync(pidFile, 'utf8').trim());
+        return pid > 0 && !pidAlive(pid) ? pid : undefined;
+      },
+      { timeoutMs: 15_000, what: 'the shell to exit' },
+    );
+    // Keep not reading for three times the agent's grace: the slow consumer is the fault injected.
+    await delay(3 * OUTPUT_GRACE_MS);
+    e.call.resume();
+    assert.equal((await e.done).code, status.OK);
+    const got = e.messages.reduce(
+      (n, m) => n + (m.response?.$case === 'stdout' ? m.response.stdout.length : 0),
+      0,
+    );
+    assert.equal(got, total, `stdout of shell ${shell} truncated`);
+    assert.equal(exitCode(e.messages), 0);
   });
 
   test('errors: missing exec-id, wrong first message, empty command, duplicate id', async () => {

@@ -47,9 +47,14 @@ describe('dropbear dbclient', () => {
         'set timeout 60',
         `spawn dbclient ${dropbearArgs(e).join(' ')} -t ${dest()} {read x; echo "got-$x"; exit 6}`,
         'send "abc\\r"',
-        'expect { eof {} timeout { exit 90 } }',
-        'lassign [wait] pid spawnid os_error value',
-        'exit $value',
+        // Not `expect eof`: expect closes the terminal at eof, and dbclient closes its terminal fds
+        // (channel removed) a moment before it exits with the status; under load the hang-up lands
+        // in that moment, dbclient dies of SIGHUP and `wait` reports value 0 (CI once saw exit 0).
+        // So: the remote output, then wait for dbclient with its terminal still open.
+        'expect { "got-abc" {} timeout { exit 90 } eof { exit 91 } }',
+        'set w [wait]',
+        'if {[lindex $w 4] eq "CHILDKILLED"} { puts "dbclient killed: $w"; exit 92 }',
+        'exit [lindex $w 3]',
         '',
       ].join('\n'),
     );

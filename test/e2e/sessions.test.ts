@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import pty from 'node-pty';
 import { waitFor } from '../helpers/wait.js';
+import { IDENTITY_UNAVAILABLE } from '../../src/gateway/auth.js';
 import {
   copyToolArgs,
   identityDown,
@@ -181,11 +182,12 @@ describe('gateway sessions (OpenSSH client → gateway → agent)', { timeout: 2
     assert.equal(exec.stdout.length, 0, 'no progress bytes on an exec channel');
   });
 
-  test('identity down means denied; the gateway serves again once it is back', async () => {
+  test('identity down means denied, with a message saying why; the gateway serves again once it is back', async () => {
     const address = await identityDown(e);
     const denied = await ssh(e, e.user, ['true']);
     assert.equal(denied.code, 255);
-    assert.match(denied.stderr, /Permission denied/);
+    assert.ok(denied.stderr.includes(IDENTITY_UNAVAILABLE), denied.stderr);
+    assert.doesNotMatch(denied.stderr, /UNAVAILABLE:|ECONNREFUSED/);
     await identityUp(e, address);
     await waitFor(async () => (await ssh(e, e.user, ['echo back'])).stdout.toString() === 'back\n', {
       timeoutMs: 30_000,

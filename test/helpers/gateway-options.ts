@@ -22,6 +22,7 @@ export function testGatewayOptions(hostKey: Buffer, over: Partial<GatewayOptions
       maxEnvCount: 64,
       maxEnvBytes: 65536,
       dialTimeoutMs: 30_000,
+      logCommands: 'summary',
       writerOptions: {
         showProvisionInfo: false,
         showPulse: false,
