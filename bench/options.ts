@@ -35,6 +35,10 @@ export interface BenchOptions {
   tsxAgent: boolean;
   /** Also run a recording gateway for the `(recorded)` download scenarios (off: --no-recording). */
   recording: boolean;
+  /** A/B: a checkout (or its dist/) whose build runs as a second gateway stack beside this one. */
+  baseline: string | undefined;
+  /** `--compare OLD.json`: print the change per scenario from OLD to `json` instead of running. */
+  compare: string | undefined;
 }
 
 export const USAGE = `Usage: npm run bench -- [options]
@@ -54,6 +58,9 @@ export const USAGE = `Usage: npm run bench -- [options]
   --quick             tiny sizes (smoke test)
   --tsx-agent         run the agent from src/ through tsx (no build needed)
   --no-recording      skip the recorded gateway (exec download (recorded), -L download (recorded))
+  --baseline DIR      A/B: also run a gateway stack built from another checkout (DIR or DIR/dist, built),
+                      interleaved with this one and sshd; reports both and current/baseline
+  --compare OLD.json  print the change per scenario from OLD.json to the --json file (no run)
 `;
 
 /** Parses "512M", "1G", "64k", "1000" into bytes (binary multiples). */
@@ -93,6 +100,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       quick: { type: 'boolean', default: false },
       'tsx-agent': { type: 'boolean', default: false },
       'no-recording': { type: 'boolean', default: false },
+      baseline: { type: 'string' },
+      compare: { type: 'string' },
     },
   });
   const q = values.quick === true;
@@ -129,5 +138,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     quick: q,
     tsxAgent: values['tsx-agent'] === true,
     recording: values['no-recording'] !== true,
+    baseline: values.baseline,
+    compare: values.compare,
   };
 }

@@ -1,11 +1,19 @@
 // `npm run bench`: the gateway (local stack) against Debian's OpenSSH sshd, side by side, on loopback.
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { errText } from '../src/ops/log.js';
 import { createEnv, machineInfo } from './env.js';
 import { startGateway, type RunningGateway, type RunningSink } from './gateway.js';
 import { parseOptions, USAGE, type BenchOptions, type ScenarioGroup } from './options.js';
 import { checkOk, runProcess } from './proc.js';
-import { formatTable, writeReport, type BenchReport } from './report.js';
+import {
+  compareReports,
+  formatComparison,
+  formatTable,
+  readReport,
+  writeReport,
+  type BenchReport,
+} from './report.js';
 import { failedScenario, type ScenarioResult } from './result.js';
 import { round } from './stats.js';
 import { startSshd, SSHD_PATH, type RunningSshd } from './sshd.js';
@@ -22,10 +30,14 @@ import { measureThroughput } from './scenarios/throughput.js';
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /**
- * The targets of a run: the gateway and sshd, plus the recording gateway (undefined with
- * --no-recording), which joins only the download scenarios.
+ * The targets of a run: the gateway and sshd (and, with --baseline, the baseline build's gateway
+ * between them: `both` is then current, baseline, sshd, the order of every interleaved round), plus the
+ * recording gateway (undefined with --no-recording), which joins only the download scenarios.
  */
 interface Targets {
+  gateway: Target;
+  sshd: Target;
+  base: Target | undefined;
   both: Target[];
   recorded: { target: Target; sink: RunningSink } | undefined;
 }
@@ -42,9 +54,8 @@ async function recordedDownload(
 ): Promise<ScenarioResult[]> {
   const rec = t.recorded;
   if (!rec) return measure(t.both);
-  const [g, s] = t.both as [Target, Target];
   const before = rec.sink.received();
-  const results = await measure([g, rec.target, s]);
+  const results = await measure([t.gateway, ...(t.base ? [t.base] : []), rec.target, t.sshd]);
   const after = rec.sink.received();
   const bytes = after.bytes - before.bytes;
   const dropped = after.dropped - before.dropped;
@@ -55,7 +66,7 @@ async function recordedDownload(
 }
 
 const GROUPS: Record<ScenarioGroup, Group> = {
-  setup: ({ both: [g, s] }, o) => measureSetup(g as Target, s as Target, o.setupRuns, log),
+  setup: (t, o) => measureSetup(t.gateway, t.sshd, o.setupRuns, log, t.base),
   latency: ({ both }, o) => measureLatency(both, o.rttCount, log),
   exec: async (t, o) => [
     ...(await measureThroughput('exec upload', o.size, t.both, o.runs, execUpload(o.size), log)),
@@ -82,8 +93,7 @@ const GROUPS: Record<ScenarioGroup, Group> = {
   ],
   sessions: ({ both }, o) => measureSessions(both, o.sessions, log),
   rate: ({ both }, o) => measureRate(both, o.rateSessions, o.rateConcurrency, log),
-  forking: ({ both: [, s] }, o, _dir, gw) => {
-    const sshd = s as Target;
+  forking: ({ sshd }, o, _dir, gw) => {
     return measureProcessModels(
       sshd.env,
       sshd,
@@ -94,6 +104,13 @@ const GROUPS: Record<ScenarioGroup, Group> = {
   },
 };
 
+/** `--baseline DIR`: DIR's dist/ (a checkout), or DIR itself when it is a built tree. */
+function baselineDist(dir: string): string {
+  const d = resolve(dir);
+  for (const c of [join(d, 'dist'), d]) if (existsSync(join(c, 'cli/agent.js'))) return c;
+  throw new Error(`--baseline ${dir}: no built gateway there (run "npm ci && npm run build" in it)`);
+}
+
 /** Runs the selected scenarios; returns the report (also written to o.json). */
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const startedAt = new Date().toISOString();
@@ -101,9 +118,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   let sshd: RunningSshd | undefined;
   let gw: RunningGateway | undefined;
   let rgw: RunningGateway | undefined;
+  let bgw: RunningGateway | undefined;
   const stop = async () => {
     await gw?.stop().catch(() => undefined);
     await rgw?.stop().catch(() => undefined);
+    await bgw?.stop().catch(() => undefined);
     await sshd?.stop().catch(() => undefined);
     if (!process.env.KEEP_BENCH) env.cleanup();
   };
@@ -113,22 +132,34 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   try {
     // The recording gateway only matters for the exec and forward groups.
     const wantRecorded = o.recording && o.scenarios.some((g) => g === 'exec' || g === 'forward');
+    const baseDist = o.baseline === undefined ? undefined : baselineDist(o.baseline);
     const started = await Promise.allSettled([
       startSshd(env),
       startGateway(env, o.tsxAgent),
       wantRecorded ? startGateway(env, o.tsxAgent, { record: true }) : Promise.resolve(undefined),
+      baseDist
+        ? startGateway(env, false, { dist: baseDist, name: 'gateway-baseline' })
+        : Promise.resolve(undefined),
     ]);
     if (started[0].status === 'fulfilled') sshd = started[0].value;
     if (started[1].status === 'fulfilled') gw = started[1].value;
     if (started[2].status === 'fulfilled') rgw = started[2].value;
+    if (started[3].status === 'fulfilled') bgw = started[3].value;
     for (const r of started) if (r.status === 'rejected') throw r.reason;
     if (!sshd || !gw) throw new Error('sshd or the gateway did not start');
     log(`sshd on 127.0.0.1:${sshd.port} (pid ${sshd.pid}), gateway on 127.0.0.1:${gw.port} (pid ${gw.pid})`);
-    const both = [gatewayTarget(env, gw.port, gw.pid), sshdTarget(env, sshd.port, sshd.pid)];
+    if (bgw) log(`baseline gateway (${baseDist}) on 127.0.0.1:${bgw.port} (pid ${bgw.pid})`);
+    const gatewayT = gatewayTarget(env, gw.port, gw.pid);
+    const sshdT = sshdTarget(env, sshd.port, sshd.pid);
+    const baseT = bgw && gatewayTarget(env, bgw.port, bgw.pid, undefined, 'base');
+    const both = [gatewayT, ...(baseT ? [baseT] : []), sshdT];
     const recordedTarget = rgw?.sink && gatewayTarget(env, rgw.port, rgw.pid, rgw.sink.pid);
     if (rgw?.sink)
       log(`recording gateway on 127.0.0.1:${rgw.port} (pid ${rgw.pid}), sink pid ${rgw.sink.pid}`);
     const targets: Targets = {
+      gateway: gatewayT,
+      sshd: sshdT,
+      base: baseT,
       both,
       recorded: recordedTarget && rgw?.sink ? { target: recordedTarget, sink: rgw.sink } : undefined,
     };
@@ -176,6 +207,13 @@ async function main(): Promise<void> {
   } catch (e) {
     process.stderr.write(`${errText(e)}\n${USAGE}`);
     process.exit(2);
+  }
+  if (o.compare !== undefined) {
+    const oldFile = resolve(o.compare);
+    const newFile = resolve(o.json);
+    const changes = compareReports(readReport(oldFile), readReport(newFile));
+    process.stdout.write(`${formatComparison(oldFile, newFile, changes)}\n`);
+    return;
   }
   const report = await runBench(o);
   const files = writeReport(report, resolve(o.json));

@@ -2,8 +2,8 @@
 import type { BenchEnv } from './env.js';
 import { childrenOf, rssKiB, selfCpu, settle, treeCpu, treePssKiB } from './proc.js';
 
-export type Side = 'gateway' | 'sshd';
-export const SIDES: readonly Side[] = ['gateway', 'sshd'];
+/** `base`: the A/B baseline's gateway (another checkout's build, `--baseline`). */
+export type Side = 'gateway' | 'base' | 'sshd';
 
 /** CPU seconds so far; `total` is the whole server side (relay processes plus the commands they ran). */
 export interface CpuReading {
@@ -21,7 +21,7 @@ export interface Target {
   side: Side;
   /** The gateway that records its exec and -L channels (bench/session-sink.ts receives them). */
   recorded: boolean;
-  /** side, or `gateway (recorded)`: for logs and file names. */
+  /** side, `baseline` or `gateway (recorded)`: for logs and file names. */
   label: string;
   port: number;
   user: string;
@@ -63,12 +63,18 @@ export function sshdTarget(env: BenchEnv, port: number, pid: number): Target {
  * gateway's session sink is another process: its CPU is a part, not in the total (a real session
  * service runs elsewhere).
  */
-export function gatewayTarget(env: BenchEnv, port: number, pid: number, sinkPid?: number): Target {
+export function gatewayTarget(
+  env: BenchEnv,
+  port: number,
+  pid: number,
+  sinkPid?: number,
+  side: 'gateway' | 'base' = 'gateway',
+): Target {
   const agents = () => childrenOf(pid);
   return {
-    side: 'gateway',
+    side,
     recorded: sinkPid !== undefined,
-    label: sinkPid !== undefined ? 'gateway (recorded)' : 'gateway',
+    label: sinkPid !== undefined ? 'gateway (recorded)' : side === 'base' ? 'baseline' : 'gateway',
     port,
     user: env.user,
     env,
