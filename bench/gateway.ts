@@ -26,7 +26,10 @@ export interface RunningGateway {
 export interface BenchServices {
   identity: string;
   provisioner: string;
-  tokenFiles: { identity: string; provisioner: string; agent: string };
+  /** The local policy (authz) and session services: a gateway using them checks and tracks as in production. */
+  authz: string;
+  session: string;
+  tokenFiles: { identity: string; provisioner: string; agent: string; authz: string; session: string };
 }
 
 export interface GatewayVariant {
@@ -170,16 +173,20 @@ export async function startGateway(
   };
   try {
     const c = await startChild(args, `the ${name} stack process`, onLine);
-    const { port, pid, identity, provisioner, tokenFiles } = c.ready;
+    const { port, pid, identity, provisioner, authz, session, tokenFiles } = c.ready;
     const files = tokenFiles as Partial<BenchServices['tokenFiles']> | undefined;
     if (
       typeof port !== 'number' ||
       typeof pid !== 'number' ||
       typeof identity !== 'string' ||
       typeof provisioner !== 'string' ||
+      typeof authz !== 'string' ||
+      typeof session !== 'string' ||
       typeof files?.identity !== 'string' ||
       typeof files.provisioner !== 'string' ||
-      typeof files.agent !== 'string'
+      typeof files.agent !== 'string' ||
+      typeof files.authz !== 'string' ||
+      typeof files.session !== 'string'
     )
       throw new Error(`bad ready line: ${JSON.stringify(c.ready)}`);
     let queue: Promise<unknown> = Promise.resolve();
@@ -207,7 +214,15 @@ export async function startGateway(
       services: {
         identity,
         provisioner,
-        tokenFiles: { identity: files.identity, provisioner: files.provisioner, agent: files.agent },
+        authz,
+        session,
+        tokenFiles: {
+          identity: files.identity,
+          provisioner: files.provisioner,
+          agent: files.agent,
+          authz: files.authz,
+          session: files.session,
+        },
       },
       logFile,
       sink,

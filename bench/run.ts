@@ -2,10 +2,11 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { errText } from '../src/ops/log.js';
-import { createEnv, machineInfo } from './env.js';
+import { createEnv, machineInfo, type BenchEnv } from './env.js';
 import { startGateway, type RunningGateway, type RunningSink } from './gateway.js';
 import { parseOptions, USAGE, type BenchOptions, type ScenarioGroup } from './options.js';
-import { checkOk, runProcess } from './proc.js';
+import { checkOk, childrenOf, rssKiB, runProcess } from './proc.js';
+import { startProduction, type ProcessModel, type ProductionGateway } from './production.js';
 import {
   compareReports,
   formatComparison,
@@ -18,6 +19,8 @@ import { failedScenario, type ScenarioResult } from './result.js';
 import { round } from './stats.js';
 import { startSshd, SSHD_PATH, type RunningSshd } from './sshd.js';
 import { gatewayTarget, sshdTarget, type Target } from './target.js';
+import { measureAging, type AgingSubject } from './scenarios/aging.js';
+import { measureCores, productionGatewayTarget } from './scenarios/cores.js';
 import { execDownload, execUpload } from './scenarios/exec.js';
 import { startForwarding } from './scenarios/forward.js';
 import { measureLatency } from './scenarios/latency.js';
@@ -42,7 +45,83 @@ interface Targets {
   recorded: { target: Target; sink: RunningSink } | undefined;
 }
 
-type Group = (t: Targets, o: BenchOptions, dir: string, gw: RunningGateway) => Promise<ScenarioResult[]>;
+/** What a group may need beyond the targets: the scratch env, the main stack, the baseline's build. */
+interface GroupContext {
+  env: BenchEnv;
+  gw: RunningGateway;
+  baseDist: string | undefined;
+}
+
+type Group = (t: Targets, o: BenchOptions, ctx: GroupContext) => Promise<ScenarioResult[]>;
+
+interface Stoppable {
+  stop(): Promise<void>;
+}
+
+/**
+ * Aging: fresh gateways of their own (the production entry, in-process, authz and session tracking on,
+ * beside a fresh stack whose agent they reach; and the same from the baseline's build), and sshd.
+ */
+async function agingGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promise<ScenarioResult[]> {
+  const started: Stoppable[] = [];
+  try {
+    const subjects: AgingSubject[] = [];
+    const variants: { side: 'gateway' | 'base'; dist: string | undefined }[] = [
+      { side: 'gateway', dist: undefined },
+      ...(ctx.baseDist ? [{ side: 'base' as const, dist: ctx.baseDist }] : []),
+    ];
+    for (const v of variants) {
+      const stack = await startGateway(ctx.env, o.tsxAgent, { dist: v.dist, name: `aging-${v.side}-stack` });
+      started.push(stack);
+      const g = await startProduction(ctx.env, {
+        model: 'in-process',
+        services: stack.services,
+        tsx: o.tsxAgent,
+        dist: v.dist,
+        tracking: true,
+        stats: true,
+        name: `aging-${v.side}`,
+      });
+      started.push(g);
+      subjects.push({
+        target: gatewayTarget(ctx.env, g.port, g.pid, undefined, v.side, stack.pid),
+        memKiB: () => rssKiB(g.pid),
+        agentKiB: () => childrenOf(stack.pid).reduce((a, p) => a + rssKiB(p), 0),
+        stats: g.stats,
+      });
+    }
+    subjects.push({ target: t.sshd, memKiB: () => t.sshd.memory().treePss, agentKiB: () => 0 });
+    return await measureAging(subjects, { ...o.aging, runs: o.runs }, log);
+  } finally {
+    for (const s of started.reverse()) await s.stop().catch(() => undefined);
+  }
+}
+
+/** Cores: the production entry in-process and forking, against the main stack's agent, and sshd. */
+async function coresGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promise<ScenarioResult[]> {
+  const started: ProductionGateway[] = [];
+  try {
+    const variants: { name: string; target: Target }[] = [];
+    for (const model of ['in-process', 'forking'] as ProcessModel[]) {
+      const g = await startProduction(ctx.env, {
+        model,
+        services: ctx.gw.services,
+        tsx: o.tsxAgent,
+        name: `cores-${model}`,
+      });
+      started.push(g);
+      const target = productionGatewayTarget(ctx.env, g, ctx.gw.pid);
+      checkOk(
+        `warm-up ssh to ${target.label}`,
+        await runProcess('ssh', [...target.sshArgs(), target.destination, 'true'], { timeoutMs: 60_000 }),
+      );
+      variants.push({ name: model, target });
+    }
+    return await measureCores(variants, t.sshd, { ...o.cores, runs: o.runs }, log);
+  } finally {
+    for (const g of started) await g.stop().catch(() => undefined);
+  }
+}
 
 /**
  * A download measured on the gateway, the recording gateway and sshd in the same interleaved runs;
@@ -87,13 +166,13 @@ const GROUPS: Record<ScenarioGroup, Group> = {
       await f.stop();
     }
   },
-  sftp: async ({ both }, o, dir) => [
+  sftp: async ({ both }, o, { env: { dir } }) => [
     ...(await measureThroughput('sftp put', o.sftpSize, both, o.runs, sftpPut(dir, o.sftpSize), log)),
     ...(await measureThroughput('sftp get', o.sftpSize, both, o.runs, sftpGet(dir, o.sftpSize), log)),
   ],
   sessions: ({ both }, o) => measureSessions(both, o.sessions, log),
   rate: ({ both }, o) => measureRate(both, o.rateSessions, o.rateConcurrency, log),
-  forking: ({ sshd }, o, _dir, gw) => {
+  forking: ({ sshd }, o, { gw }) => {
     return measureProcessModels(
       sshd.env,
       sshd,
@@ -102,6 +181,8 @@ const GROUPS: Record<ScenarioGroup, Group> = {
       log,
     );
   },
+  aging: agingGroup,
+  cores: coresGroup,
 };
 
 /** `--baseline DIR`: DIR's dist/ (a checkout), or DIR itself when it is a built tree. */
@@ -172,7 +253,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     for (const g of o.scenarios) {
       log(`${g}…`);
       try {
-        scenarios.push(...(await GROUPS[g](targets, o, env.dir, gw)));
+        scenarios.push(...(await GROUPS[g](targets, o, { env, gw, baseDist })));
       } catch (e) {
         log(`  ${g} failed: ${errText(e)}`);
         scenarios.push(failedScenario(g, '', 'higher', errText(e)));

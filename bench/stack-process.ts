@@ -18,7 +18,13 @@ import type * as StackModule from '../src/local/stack.js';
 const REPO = resolve(new URL('..', import.meta.url).pathname);
 
 /** What `stats` reports; every field a number (counts keyed `resource:<type>`). */
-export type StackStats = Record<string, number>;
+export type StackStats = {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+} & Record<string, number>;
 
 function readStats(stack: StackModule.LocalStack): StackStats {
   (globalThis as { gc?: () => void }).gc?.();
@@ -100,6 +106,8 @@ async function main(): Promise<void> {
       // For gateways started beside this one (the process-model scenario).
       identity: stack.identity.address,
       provisioner: stack.provisioner.address,
+      authz: stack.policy.address,
+      session: stack.sessions.address,
       tokenFiles: stack.tokens.files,
     })}\n`,
   );

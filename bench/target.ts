@@ -61,7 +61,8 @@ export function sshdTarget(env: BenchEnv, port: number, pid: number): Target {
 /**
  * The stack process runs the gateway; its children are the workspace agents (one here). A recorded
  * gateway's session sink is another process: its CPU is a part, not in the total (a real session
- * service runs elsewhere).
+ * service runs elsewhere). `agentParent`: the stack process whose agents this gateway reaches, when the
+ * gateway is a process of its own (the production entry beside a stack).
  */
 export function gatewayTarget(
   env: BenchEnv,
@@ -69,8 +70,9 @@ export function gatewayTarget(
   pid: number,
   sinkPid?: number,
   side: 'gateway' | 'base' = 'gateway',
+  agentParent = pid,
 ): Target {
-  const agents = () => childrenOf(pid);
+  const agents = () => childrenOf(agentParent);
   return {
     side,
     recorded: sinkPid !== undefined,
@@ -95,7 +97,7 @@ export function gatewayTarget(
     memory: () => {
       const as = agents();
       return {
-        treePss: treePssKiB(pid),
+        treePss: treePssKiB(pid) + (agentParent === pid ? 0 : as.reduce((s, a) => s + treePssKiB(a), 0)),
         parts: { gatewayRss: rssKiB(pid), agentRss: as.reduce((s, a) => s + rssKiB(a), 0) },
       };
     },
