@@ -75,8 +75,10 @@ async function main(): Promise<void> {
     ],
     override: (cfg) => {
       cfg.server.sftpBinary = '/usr/lib/openssh/sftp-server';
-      // Same admission limit as the baseline sshd (MaxStartups 2000).
+      // Same admission limit as the baseline sshd (MaxStartups 2000); every bench client comes from
+      // 127.0.0.1, so the per-source limit (default 10) would refuse the session and rate scenarios.
       cfg.server.maxStartups = 2000;
+      cfg.server.maxStartupsPerSource = 2000;
       if (recordTo) {
         cfg.session.address = recordTo;
         cfg.server.recording.recordExec = true;
