@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { BenchEnv } from './env.js';
+import type { StackStats } from './stack-process.js';
 
 const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -16,6 +17,8 @@ export interface RunningGateway {
   sink: RunningSink | undefined;
   /** Addresses of the stack's identity and provisioner, for further gateways against the same services. */
   services: BenchServices;
+  /** The stack process's memory after a forced GC and its live handle counts (bench/stack-process.ts). */
+  stats(): Promise<StackStats>;
   stop(): Promise<void>;
 }
 
@@ -23,12 +26,22 @@ export interface RunningGateway {
 export interface BenchServices {
   identity: string;
   provisioner: string;
-  tokenFiles: { identity: string; provisioner: string; agent: string };
+  /** The local policy (authz) and session services: a gateway using them checks and tracks as in production. */
+  authz: string;
+  session: string;
+  tokenFiles: { identity: string; provisioner: string; agent: string; authz: string; session: string };
 }
 
 export interface GatewayVariant {
   /** Record exec and -L channels into a session sink process (bench/session-sink.ts). */
   record?: boolean;
+  /**
+   * The built tree (a checkout's dist/) the stack and agent run from; default this checkout's dist/, or
+   * src/ through tsx with `tsxAgent`. Another checkout's dist/ is the A/B baseline (--baseline).
+   */
+  dist?: string;
+  /** Names the data dir and log file (default `gateway`, `gateway-recorded`). */
+  name?: string;
 }
 
 export interface RunningSink {
@@ -44,7 +57,7 @@ function startChild(
   args: string[],
   what: string,
   onLine?: (line: string) => void,
-): Promise<{ ready: Record<string, unknown>; stop(): Promise<void> }> {
+): Promise<{ ready: Record<string, unknown>; send(line: string): void; stop(): Promise<void> }> {
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {
@@ -78,7 +91,7 @@ function startChild(
     setTimeout(() => reject(new Error(`${what} was not ready within 60 s`)), 60_000).unref();
   });
   return ready.then(
-    (r) => ({ ready: r, stop }),
+    (r) => ({ ready: r, send: (line: string) => void child.stdin.write(`${line}\n`), stop }),
     async (e: unknown) => {
       await stop();
       throw e;
@@ -110,9 +123,12 @@ export async function startGateway(
   tsxAgent: boolean,
   variant: GatewayVariant = {},
 ): Promise<RunningGateway> {
-  if (!tsxAgent && !existsSync(join(REPO, 'dist/cli/agent.js')))
-    throw new Error('dist/cli/agent.js is missing: run "npm run build" first (npm run bench does)');
-  const name = variant.record ? 'gateway-recorded' : 'gateway';
+  const dist = variant.dist ?? (tsxAgent ? undefined : join(REPO, 'dist'));
+  if (dist && !existsSync(join(dist, 'cli/agent.js')))
+    throw new Error(
+      `${dist}/cli/agent.js is missing: run "npm run build" there first (npm run bench does here)`,
+    );
+  const name = variant.name ?? (variant.record ? 'gateway-recorded' : 'gateway');
   const dataDir = join(env.dir, `${name}-data`);
   const home = join(env.dir, `${name}-home`);
   mkdirSync(join(home, '.ssh'), { recursive: true });
@@ -126,6 +142,8 @@ export async function startGateway(
   const prof = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   const args = [
     ...prof,
+    // The `stats` request reads memory after a forced collection.
+    '--expose-gc',
     '--import',
     'tsx',
     join(REPO, 'bench/stack-process.ts'),
@@ -135,33 +153,80 @@ export async function startGateway(
     home,
   ];
   args.push('--log', logFile);
-  if (tsxAgent) args.push('--tsx-agent');
+  if (dist) args.push('--dist', dist);
   const sink = variant.record ? await startSink() : undefined;
   if (sink) args.push('--record-to', sink.address);
+  // One `stats` request at a time; its answer is the next `{"stats":…}` line.
+  let statsWaiter: ((s: StackStats) => void) | undefined;
+  const onLine = (l: string) => {
+    let v: { stats?: StackStats };
+    try {
+      v = JSON.parse(l) as { stats?: StackStats };
+    } catch {
+      return;
+    }
+    if (v.stats && statsWaiter) {
+      const w = statsWaiter;
+      statsWaiter = undefined;
+      w(v.stats);
+    }
+  };
   try {
-    const c = await startChild(args, 'the stack process');
-    const { port, pid, identity, provisioner, tokenFiles } = c.ready;
+    const c = await startChild(args, `the ${name} stack process`, onLine);
+    const { port, pid, identity, provisioner, authz, session, tokenFiles } = c.ready;
     const files = tokenFiles as Partial<BenchServices['tokenFiles']> | undefined;
     if (
       typeof port !== 'number' ||
       typeof pid !== 'number' ||
       typeof identity !== 'string' ||
       typeof provisioner !== 'string' ||
+      typeof authz !== 'string' ||
+      typeof session !== 'string' ||
       typeof files?.identity !== 'string' ||
       typeof files.provisioner !== 'string' ||
-      typeof files.agent !== 'string'
+      typeof files.agent !== 'string' ||
+      typeof files.authz !== 'string' ||
+      typeof files.session !== 'string'
     )
       throw new Error(`bad ready line: ${JSON.stringify(c.ready)}`);
+    let queue: Promise<unknown> = Promise.resolve();
+    const stats = (): Promise<StackStats> => {
+      const next = queue.then(
+        () =>
+          new Promise<StackStats>((resolveStats, reject) => {
+            const t = setTimeout(() => {
+              statsWaiter = undefined;
+              reject(new Error(`${name}: no stats answer within 30 s`));
+            }, 30_000);
+            statsWaiter = (s) => {
+              clearTimeout(t);
+              resolveStats(s);
+            };
+            c.send('stats');
+          }),
+      );
+      queue = next.catch(() => undefined);
+      return next;
+    };
     return {
       port,
       pid,
       services: {
         identity,
         provisioner,
-        tokenFiles: { identity: files.identity, provisioner: files.provisioner, agent: files.agent },
+        authz,
+        session,
+        tokenFiles: {
+          identity: files.identity,
+          provisioner: files.provisioner,
+          agent: files.agent,
+          authz: files.authz,
+          session: files.session,
+        },
       },
       logFile,
       sink,
+      stats,
       stop: async () => {
         await c.stop();
         await sink?.stop();

@@ -10,6 +10,8 @@ export const SCENARIO_GROUPS = [
   'sessions',
   'rate',
   'forking',
+  'aging',
+  'cores',
 ] as const;
 export type ScenarioGroup = (typeof SCENARIO_GROUPS)[number];
 
@@ -35,6 +37,19 @@ export interface BenchOptions {
   tsxAgent: boolean;
   /** Also run a recording gateway for the `(recorded)` download scenarios (off: --no-recording). */
   recording: boolean;
+  aging: {
+    size: number;
+    connections: number;
+    concurrency: number;
+    loadConnections: number;
+    loadSize: number;
+    loadWaitS: number;
+  };
+  cores: { streams: number; size: number };
+  /** A/B: a checkout (or its dist/) whose build runs as a second gateway stack beside this one. */
+  baseline: string | undefined;
+  /** `--compare OLD.json`: print the change per scenario from OLD to `json` instead of running. */
+  compare: string | undefined;
 }
 
 export const USAGE = `Usage: npm run bench -- [options]
@@ -54,6 +69,17 @@ export const USAGE = `Usage: npm run bench -- [options]
   --quick             tiny sizes (smoke test)
   --tsx-agent         run the agent from src/ through tsx (no build needed)
   --no-recording      skip the recorded gateway (exec download (recorded), -L download (recorded))
+  --aging-conns N     aging: \`ssh host true\` connections between fresh and aged downloads (default 1000)
+  --aging-size N      aging: bytes of each exec download (default: --size)
+  --aging-concurrency N  aging: those connections at once (default 4)
+  --load-conns N      aging: concurrent connections of the load burst (default 50)
+  --load-size N       aging: bytes each of them moves up and down (default 32M)
+  --load-wait S       aging: seconds after the burst at which memory is read (default 60)
+  --cores-streams N   cores: concurrent exec downloads (default 8)
+  --cores-size N      cores: bytes of each (default 256M)
+  --baseline DIR      A/B: also run a gateway stack built from another checkout (DIR or DIR/dist, built),
+                      interleaved with this one and sshd; reports both and current/baseline
+  --compare OLD.json  print the change per scenario from OLD.json to the --json file (no run)
 `;
 
 /** Parses "512M", "1G", "64k", "1000" into bytes (binary multiples). */
@@ -93,6 +119,16 @@ export function parseOptions(argv: string[]): BenchOptions {
       quick: { type: 'boolean', default: false },
       'tsx-agent': { type: 'boolean', default: false },
       'no-recording': { type: 'boolean', default: false },
+      'aging-conns': { type: 'string' },
+      'aging-size': { type: 'string' },
+      'aging-concurrency': { type: 'string' },
+      'load-conns': { type: 'string' },
+      'load-size': { type: 'string' },
+      'load-wait': { type: 'string' },
+      'cores-streams': { type: 'string' },
+      'cores-size': { type: 'string' },
+      baseline: { type: 'string' },
+      compare: { type: 'string' },
     },
   });
   const q = values.quick === true;
@@ -111,8 +147,11 @@ export function parseOptions(argv: string[]): BenchOptions {
   if (!/^[\w.@-]+$/.test(values.cipher)) throw new Error(`bad cipher name "${values.cipher}"`);
   if (values.kex !== undefined && !/^[\w.@-]+$/.test(values.kex))
     throw new Error(`bad kex name "${values.kex}"`);
+  const size = parseSize(values.size ?? (q ? '1M' : '1G'));
+  const loadWait = Number(values['load-wait'] ?? (q ? '1' : '60'));
+  if (!Number.isFinite(loadWait) || loadWait < 0) throw new Error(`--load-wait must be seconds >= 0`);
   return {
-    size: parseSize(values.size ?? (q ? '1M' : '1G')),
+    size,
     fwdSize: parseSize(values['fwd-size'] ?? (q ? '1M' : '512M')),
     sftpSize: parseSize(values['sftp-size'] ?? (q ? '1M' : '256M')),
     runs,
@@ -129,5 +168,19 @@ export function parseOptions(argv: string[]): BenchOptions {
     quick: q,
     tsxAgent: values['tsx-agent'] === true,
     recording: values['no-recording'] !== true,
+    aging: {
+      size: values['aging-size'] !== undefined ? parseSize(values['aging-size']) : size,
+      connections: positiveInt('aging-conns', values['aging-conns'] ?? (q ? '10' : '1000')),
+      concurrency: positiveInt('aging-concurrency', values['aging-concurrency'] ?? '4'),
+      loadConnections: positiveInt('load-conns', values['load-conns'] ?? (q ? '3' : '50')),
+      loadSize: parseSize(values['load-size'] ?? (q ? '64K' : '32M')),
+      loadWaitS: loadWait,
+    },
+    cores: {
+      streams: positiveInt('cores-streams', values['cores-streams'] ?? (q ? '2' : '8')),
+      size: parseSize(values['cores-size'] ?? (q ? '1M' : '256M')),
+    },
+    baseline: values.baseline,
+    compare: values.compare,
   };
 }

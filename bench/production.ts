@@ -1,6 +1,7 @@
 // The production entry (`node dist/cli/ssh-proxy.js --config <file>`) as its own process, in-process or
 // forking mode, against the bench stack's identity and provisioner (so it reaches the same workspace).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { createWriteStream, existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -8,6 +9,7 @@ import { stringify } from 'yaml';
 import type { BenchEnv } from './env.js';
 import type { BenchServices } from './gateway.js';
 import { freePort } from './proc.js';
+import type { StackStats } from './stack-process.js';
 
 const REPO = resolve(new URL('..', import.meta.url).pathname);
 
@@ -19,6 +21,8 @@ export interface ProductionGateway {
   /** The gateway process (forking: the parent; its children are the connections). */
   pid: number;
   logFile: string;
+  /** With `stats`: memory after a forced GC and live handle counts (bench/stats-hook.mjs). */
+  stats(): Promise<StackStats>;
   stop(): Promise<void>;
 }
 
@@ -27,6 +31,14 @@ export interface ProductionOptions {
   services: BenchServices;
   /** Run src/ through tsx instead of dist/ (the smoke test does not build). */
   tsx: boolean;
+  /** Run this built tree's entry instead (another checkout's dist/: the A/B baseline). */
+  dist?: string;
+  /** Also use the stack's policy (authz) and session services, as a production gateway would. */
+  tracking?: boolean;
+  /** Load bench/stats-hook.mjs (IPC, --expose-gc) so `stats()` works; in-process mode only. */
+  stats?: boolean;
+  /** Names the config and log files (default the model). */
+  name?: string;
 }
 
 function hostKey(env: BenchEnv): string {
@@ -36,11 +48,16 @@ function hostKey(env: BenchEnv): string {
 }
 
 export async function startProduction(env: BenchEnv, o: ProductionOptions): Promise<ProductionGateway> {
-  const entry = o.tsx ? join(REPO, 'src/cli/ssh-proxy.ts') : join(REPO, 'dist/cli/ssh-proxy.js');
-  if (!o.tsx && !existsSync(entry))
+  const tsx = o.tsx && !o.dist;
+  const entry = tsx
+    ? join(REPO, 'src/cli/ssh-proxy.ts')
+    : join(o.dist ?? join(REPO, 'dist'), 'cli/ssh-proxy.js');
+  if (!tsx && !existsSync(entry))
     throw new Error(`${entry} is missing: run "npm run build" first (npm run bench does)`);
   const port = await freePort();
-  const config = join(env.dir, `production-${o.model}.yaml`);
+  const name = o.name ?? o.model;
+  const config = join(env.dir, `production-${name}.yaml`);
+  const s = o.services;
   writeFileSync(
     config,
     stringify({
@@ -56,17 +73,27 @@ export async function startProduction(env: BenchEnv, o: ProductionOptions): Prom
         maxChildren: 2000,
       },
       // The stack's services want this run's tokens (docs/security.md).
-      identity: { address: o.services.identity, tokenFilePath: o.services.tokenFiles.identity },
-      provisioner: { address: o.services.provisioner, tokenFilePath: o.services.tokenFiles.provisioner },
-      k8shelld: { tokenFilePath: o.services.tokenFiles.agent },
+      identity: { address: s.identity, tokenFilePath: s.tokenFiles.identity },
+      provisioner: { address: s.provisioner, tokenFilePath: s.tokenFiles.provisioner },
+      k8shelld: { tokenFilePath: s.tokenFiles.agent },
+      ...(o.tracking
+        ? {
+            authz: { address: s.authz, tokenFilePath: s.tokenFiles.authz },
+            session: { address: s.session, tokenFilePath: s.tokenFiles.session },
+          }
+        : {}),
     }),
   );
-  const logFile = join(env.dir, `production-${o.model}.log`);
+  const logFile = join(env.dir, `production-${name}.log`);
   const log = createWriteStream(logFile);
-  const child = spawn(process.execPath, [...(o.tsx ? ['--import', 'tsx'] : []), entry, '--config', config], {
-    cwd: REPO,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const hook = o.stats
+    ? ['--expose-gc', '--expose-internals', '--import', join(REPO, 'bench/stats-hook.mjs')]
+    : [];
+  const child = spawn(
+    process.execPath,
+    [...hook, ...(tsx ? ['--import', 'tsx'] : []), entry, '--config', config],
+    { cwd: REPO, stdio: o.stats ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'] },
+  ) as ChildProcessByStdio<null, Readable, Readable>;
   child.stderr.pipe(log);
   let exited = false;
   const exit = new Promise<void>((r) => child.once('exit', () => ((exited = true), r())));
@@ -95,5 +122,29 @@ export async function startProduction(env: BenchEnv, o: ProductionOptions): Prom
     await stop();
     throw e;
   }
-  return { model: o.model, port, pid: child.pid ?? 0, logFile, stop };
+  let queue: Promise<unknown> = Promise.resolve();
+  const stats = (): Promise<StackStats> => {
+    if (!o.stats) return Promise.reject(new Error(`the ${name} gateway was started without the stats hook`));
+    const next = queue.then(
+      () =>
+        new Promise<StackStats>((resolveStats, reject) => {
+          const onMessage = (m: unknown) => {
+            const v = (m as { stats?: StackStats } | null)?.stats;
+            if (!v) return;
+            clearTimeout(t);
+            child.off('message', onMessage);
+            resolveStats(v);
+          };
+          const t = setTimeout(() => {
+            child.off('message', onMessage);
+            reject(new Error(`the ${name} gateway did not answer stats within 30 s`));
+          }, 30_000);
+          child.on('message', onMessage);
+          child.send('stats');
+        }),
+    );
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  return { model: o.model, port, pid: child.pid ?? 0, logFile, stats, stop };
 }

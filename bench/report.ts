@@ -1,5 +1,5 @@
 // The printed table (ratios first) and the JSON result files.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { MachineInfo } from './env.js';
 import type { BenchOptions } from './options.js';
@@ -31,27 +31,51 @@ function extras(r: SideResult | null): string {
     .join(' ');
 }
 
-export function formatTable(rep: BenchReport): string {
-  const header = ['scenario', 'ratio g/s', 'gateway', 'sshd', 'unit', 'better'];
+/** Rows of the summary table; the A/B columns only when the run had a baseline. */
+function tableRows(rep: BenchReport): { header: string[]; rows: string[][]; ab: boolean } {
+  const ab = rep.scenarios.some((s) => s.ab);
+  const header = [
+    'scenario',
+    'ratio g/s',
+    'gateway',
+    'sshd',
+    ...(ab ? ['baseline', 'cur/base'] : []),
+    'unit',
+    'better',
+  ];
   const rows = rep.scenarios.map((s) => [
     s.name,
     s.ratio === null ? 'n/a' : s.ratio.toFixed(2),
     s.gateway ? fmt(s.gateway.value) : 'error',
-    s.sshd ? fmt(s.sshd.value) : 'error',
+    s.sshd ? fmt(s.sshd.value) : s.error ? 'error' : '-',
+    ...(ab
+      ? [
+          s.ab?.gateway ? fmt(s.ab.gateway.value) : s.ab ? 'error' : '-',
+          s.ab?.ratio == null ? 'n/a' : s.ab.ratio.toFixed(3),
+        ]
+      : []),
     s.unit,
     s.better,
   ]);
+  return { header, rows, ab };
+}
+
+export function formatTable(rep: BenchReport): string {
+  const { header, rows, ab } = tableRows(rep);
+  const textCols = new Set([0, header.length - 2, header.length - 1]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === 0 || i >= 4 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
-      .join('  ');
+    cells.map((c, i) => (textCols.has(i) ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
   const notes: string[] = [];
   for (const s of rep.scenarios) {
     const g = extras(s.gateway);
     const d = extras(s.sshd);
-    if (g || d) notes.push(`  ${s.name}: gateway ${g || '-'} | sshd ${d || '-'}`);
+    const b = s.ab ? extras(s.ab.gateway) : '';
+    if (g || d || b)
+      notes.push(
+        `  ${s.name}: gateway ${g || '-'} | sshd ${d || '-'}${s.ab ? ` | baseline ${b || '-'}` : ''}`,
+      );
     if (s.baseline) {
       const b = s.baseline;
       const cost = s.better === 'higher' ? 1 - b.ratio : b.ratio - 1;
@@ -70,15 +94,117 @@ export function formatTable(rep: BenchReport): string {
     '',
     `machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}`,
     `client: ${m.opensshClient}; baseline server: ${m.opensshServer}; cipher ${rep.options.cipher}`,
+    ...(ab
+      ? [`A/B baseline gateway: ${rep.options.baseline ?? '?'} (cur/base = this checkout / baseline)`]
+      : []),
   ].join('\n');
 }
 
-/** Writes the result file and a timestamped copy next to it; returns both paths. */
+/** The short Markdown table written beside the JSON (for commit messages and the README). */
+export function formatMarkdown(rep: BenchReport): string {
+  const { header, rows, ab } = tableRows(rep);
+  const m = rep.machine;
+  return [
+    `# ssh-proxy bench, ${rep.startedAt}`,
+    '',
+    `${m.cpuModel}, ${m.cores} cores, Node ${m.node}; ${m.opensshClient}; server ${m.opensshServer}; cipher ${rep.options.cipher}` +
+      (ab ? `; baseline gateway ${rep.options.baseline ?? '?'}` : ''),
+    '',
+    `| ${header.slice(0, -1).join(' | ')} |`,
+    `|${header
+      .slice(0, -1)
+      .map((_, i) => (i === 0 || i === header.length - 2 ? '---' : '---:'))
+      .join('|')}|`,
+    ...rows.map((r) => `| ${r.slice(0, -1).join(' | ')} |`),
+    '',
+  ].join('\n');
+}
+
+/** Writes the result file, a Markdown table beside it (`.md`) and timestamped copies of both; returns the paths. */
 export function writeReport(rep: BenchReport, file: string): string[] {
   mkdirSync(dirname(file), { recursive: true });
   const text = `${JSON.stringify(rep, null, 2)}\n`;
-  const stamped = join(dirname(file), `${rep.startedAt.replace(/[:.]/g, '-')}.json`);
+  const md = formatMarkdown(rep);
+  const base = file.replace(/\.json$/, '');
+  const stamped = join(dirname(file), rep.startedAt.replace(/[:.]/g, '-'));
+  const paths = [file, `${base}.md`, `${stamped}.json`, `${stamped}.md`];
   writeFileSync(file, text);
-  writeFileSync(stamped, text);
-  return [file, stamped];
+  writeFileSync(`${base}.md`, md);
+  writeFileSync(`${stamped}.json`, text);
+  writeFileSync(`${stamped}.md`, md);
+  return paths;
+}
+
+export function readReport(file: string): BenchReport {
+  const rep = JSON.parse(readFileSync(file, 'utf8')) as Partial<BenchReport>;
+  if (!Array.isArray(rep.scenarios)) throw new Error(`${file} is not a bench result (no scenarios)`);
+  return rep as BenchReport;
+}
+
+/** One scenario in `--compare`: the gateway's value in both files and the change, signed so + is better. */
+export interface ScenarioChange {
+  name: string;
+  unit: string;
+  old: number | null;
+  new: number | null;
+  /** new/old - 1 for "higher is better", old/new - 1 for "lower" (so + is always an improvement). */
+  gain: number | null;
+  /** gateway/sshd in each file: the change there is machine drift corrected by each run's own sshd. */
+  oldRatio: number | null;
+  newRatio: number | null;
+}
+
+export function compareReports(oldRep: BenchReport, newRep: BenchReport): ScenarioChange[] {
+  const olds = new Map(oldRep.scenarios.map((s) => [s.name, s]));
+  const names = [...newRep.scenarios.map((s) => s.name)];
+  for (const s of oldRep.scenarios) if (!names.includes(s.name)) names.push(s.name);
+  const newByName = new Map(newRep.scenarios.map((s) => [s.name, s]));
+  return names.map((name) => {
+    const o = olds.get(name);
+    const n = newByName.get(name);
+    const ov = o?.gateway?.value ?? null;
+    const nv = n?.gateway?.value ?? null;
+    const better = (n ?? o)?.better ?? 'higher';
+    let gain: number | null = null;
+    if (ov !== null && nv !== null && ov > 0 && nv > 0)
+      gain = better === 'higher' ? nv / ov - 1 : ov / nv - 1;
+    return {
+      name,
+      unit: (n ?? o)?.unit ?? '',
+      old: ov,
+      new: nv,
+      gain,
+      oldRatio: o?.ratio ?? null,
+      newRatio: n?.ratio ?? null,
+    };
+  });
+}
+
+export function formatComparison(oldFile: string, newFile: string, changes: ScenarioChange[]): string {
+  const header = ['scenario', 'old', 'new', 'unit', 'gain', 'g/s old', 'g/s new'];
+  const pct = (x: number | null) => (x === null ? 'n/a' : `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)} %`);
+  const num = (x: number | null) => (x === null ? '-' : fmt(x));
+  const rows = changes.map((c) => [
+    c.name,
+    num(c.old),
+    num(c.new),
+    c.unit,
+    pct(c.gain),
+    c.oldRatio === null ? '-' : c.oldRatio.toFixed(2),
+    c.newRatio === null ? '-' : c.newRatio.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === 0 || i === 3 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .join('  ');
+  return [
+    `old: ${oldFile}`,
+    `new: ${newFile}`,
+    'gain: + is better whichever way the scenario counts (MB/s up, s/GiB down); g/s: gateway/sshd in each run',
+    '',
+    line(header),
+    widths.map((w) => '-'.repeat(w)).join('  '),
+    ...rows.map(line),
+  ].join('\n');
 }

@@ -1,15 +1,26 @@
 // `npm run bench`: the gateway (local stack) against Debian's OpenSSH sshd, side by side, on loopback.
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { errText } from '../src/ops/log.js';
-import { createEnv, machineInfo } from './env.js';
+import { createEnv, machineInfo, type BenchEnv } from './env.js';
 import { startGateway, type RunningGateway, type RunningSink } from './gateway.js';
 import { parseOptions, USAGE, type BenchOptions, type ScenarioGroup } from './options.js';
-import { checkOk, runProcess } from './proc.js';
-import { formatTable, writeReport, type BenchReport } from './report.js';
+import { checkOk, childrenOf, rssKiB, runProcess } from './proc.js';
+import { startProduction, type ProcessModel, type ProductionGateway } from './production.js';
+import {
+  compareReports,
+  formatComparison,
+  formatTable,
+  readReport,
+  writeReport,
+  type BenchReport,
+} from './report.js';
 import { failedScenario, type ScenarioResult } from './result.js';
 import { round } from './stats.js';
 import { startSshd, SSHD_PATH, type RunningSshd } from './sshd.js';
 import { gatewayTarget, sshdTarget, type Target } from './target.js';
+import { measureAging, type AgingSubject } from './scenarios/aging.js';
+import { measureCores, productionGatewayTarget } from './scenarios/cores.js';
 import { execDownload, execUpload } from './scenarios/exec.js';
 import { startForwarding } from './scenarios/forward.js';
 import { measureLatency } from './scenarios/latency.js';
@@ -22,15 +33,95 @@ import { measureThroughput } from './scenarios/throughput.js';
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /**
- * The targets of a run: the gateway and sshd, plus the recording gateway (undefined with
- * --no-recording), which joins only the download scenarios.
+ * The targets of a run: the gateway and sshd (and, with --baseline, the baseline build's gateway
+ * between them: `both` is then current, baseline, sshd, the order of every interleaved round), plus the
+ * recording gateway (undefined with --no-recording), which joins only the download scenarios.
  */
 interface Targets {
+  gateway: Target;
+  sshd: Target;
+  base: Target | undefined;
   both: Target[];
   recorded: { target: Target; sink: RunningSink } | undefined;
 }
 
-type Group = (t: Targets, o: BenchOptions, dir: string, gw: RunningGateway) => Promise<ScenarioResult[]>;
+/** What a group may need beyond the targets: the scratch env, the main stack, the baseline's build. */
+interface GroupContext {
+  env: BenchEnv;
+  gw: RunningGateway;
+  baseDist: string | undefined;
+}
+
+type Group = (t: Targets, o: BenchOptions, ctx: GroupContext) => Promise<ScenarioResult[]>;
+
+interface Stoppable {
+  stop(): Promise<void>;
+}
+
+/**
+ * Aging: fresh gateways of their own (the production entry, in-process, authz and session tracking on,
+ * beside a fresh stack whose agent they reach; and the same from the baseline's build), and sshd.
+ */
+async function agingGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promise<ScenarioResult[]> {
+  const started: Stoppable[] = [];
+  try {
+    const subjects: AgingSubject[] = [];
+    const variants: { side: 'gateway' | 'base'; dist: string | undefined }[] = [
+      { side: 'gateway', dist: undefined },
+      ...(ctx.baseDist ? [{ side: 'base' as const, dist: ctx.baseDist }] : []),
+    ];
+    for (const v of variants) {
+      const stack = await startGateway(ctx.env, o.tsxAgent, { dist: v.dist, name: `aging-${v.side}-stack` });
+      started.push(stack);
+      const g = await startProduction(ctx.env, {
+        model: 'in-process',
+        services: stack.services,
+        tsx: o.tsxAgent,
+        dist: v.dist,
+        tracking: true,
+        stats: true,
+        name: `aging-${v.side}`,
+      });
+      started.push(g);
+      subjects.push({
+        target: gatewayTarget(ctx.env, g.port, g.pid, undefined, v.side, stack.pid),
+        memKiB: () => rssKiB(g.pid),
+        agentKiB: () => childrenOf(stack.pid).reduce((a, p) => a + rssKiB(p), 0),
+        stats: g.stats,
+      });
+    }
+    subjects.push({ target: t.sshd, memKiB: () => t.sshd.memory().treePss, agentKiB: () => 0 });
+    return await measureAging(subjects, { ...o.aging, runs: o.runs }, log);
+  } finally {
+    for (const s of started.reverse()) await s.stop().catch(() => undefined);
+  }
+}
+
+/** Cores: the production entry in-process and forking, against the main stack's agent, and sshd. */
+async function coresGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promise<ScenarioResult[]> {
+  const started: ProductionGateway[] = [];
+  try {
+    const variants: { name: string; target: Target }[] = [];
+    for (const model of ['in-process', 'forking'] as ProcessModel[]) {
+      const g = await startProduction(ctx.env, {
+        model,
+        services: ctx.gw.services,
+        tsx: o.tsxAgent,
+        name: `cores-${model}`,
+      });
+      started.push(g);
+      const target = productionGatewayTarget(ctx.env, g, ctx.gw.pid);
+      checkOk(
+        `warm-up ssh to ${target.label}`,
+        await runProcess('ssh', [...target.sshArgs(), target.destination, 'true'], { timeoutMs: 60_000 }),
+      );
+      variants.push({ name: model, target });
+    }
+    return await measureCores(variants, t.sshd, { ...o.cores, runs: o.runs }, log);
+  } finally {
+    for (const g of started) await g.stop().catch(() => undefined);
+  }
+}
 
 /**
  * A download measured on the gateway, the recording gateway and sshd in the same interleaved runs;
@@ -42,9 +133,8 @@ async function recordedDownload(
 ): Promise<ScenarioResult[]> {
   const rec = t.recorded;
   if (!rec) return measure(t.both);
-  const [g, s] = t.both as [Target, Target];
   const before = rec.sink.received();
-  const results = await measure([g, rec.target, s]);
+  const results = await measure([t.gateway, ...(t.base ? [t.base] : []), rec.target, t.sshd]);
   const after = rec.sink.received();
   const bytes = after.bytes - before.bytes;
   const dropped = after.dropped - before.dropped;
@@ -55,7 +145,7 @@ async function recordedDownload(
 }
 
 const GROUPS: Record<ScenarioGroup, Group> = {
-  setup: ({ both: [g, s] }, o) => measureSetup(g as Target, s as Target, o.setupRuns, log),
+  setup: (t, o) => measureSetup(t.gateway, t.sshd, o.setupRuns, log, t.base),
   latency: ({ both }, o) => measureLatency(both, o.rttCount, log),
   exec: async (t, o) => [
     ...(await measureThroughput('exec upload', o.size, t.both, o.runs, execUpload(o.size), log)),
@@ -76,14 +166,13 @@ const GROUPS: Record<ScenarioGroup, Group> = {
       await f.stop();
     }
   },
-  sftp: async ({ both }, o, dir) => [
+  sftp: async ({ both }, o, { env: { dir } }) => [
     ...(await measureThroughput('sftp put', o.sftpSize, both, o.runs, sftpPut(dir, o.sftpSize), log)),
     ...(await measureThroughput('sftp get', o.sftpSize, both, o.runs, sftpGet(dir, o.sftpSize), log)),
   ],
   sessions: ({ both }, o) => measureSessions(both, o.sessions, log),
   rate: ({ both }, o) => measureRate(both, o.rateSessions, o.rateConcurrency, log),
-  forking: ({ both: [, s] }, o, _dir, gw) => {
-    const sshd = s as Target;
+  forking: ({ sshd }, o, { gw }) => {
     return measureProcessModels(
       sshd.env,
       sshd,
@@ -92,7 +181,16 @@ const GROUPS: Record<ScenarioGroup, Group> = {
       log,
     );
   },
+  aging: agingGroup,
+  cores: coresGroup,
 };
+
+/** `--baseline DIR`: DIR's dist/ (a checkout), or DIR itself when it is a built tree. */
+function baselineDist(dir: string): string {
+  const d = resolve(dir);
+  for (const c of [join(d, 'dist'), d]) if (existsSync(join(c, 'cli/agent.js'))) return c;
+  throw new Error(`--baseline ${dir}: no built gateway there (run "npm ci && npm run build" in it)`);
+}
 
 /** Runs the selected scenarios; returns the report (also written to o.json). */
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
@@ -101,9 +199,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   let sshd: RunningSshd | undefined;
   let gw: RunningGateway | undefined;
   let rgw: RunningGateway | undefined;
+  let bgw: RunningGateway | undefined;
   const stop = async () => {
     await gw?.stop().catch(() => undefined);
     await rgw?.stop().catch(() => undefined);
+    await bgw?.stop().catch(() => undefined);
     await sshd?.stop().catch(() => undefined);
     if (!process.env.KEEP_BENCH) env.cleanup();
   };
@@ -113,22 +213,34 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   try {
     // The recording gateway only matters for the exec and forward groups.
     const wantRecorded = o.recording && o.scenarios.some((g) => g === 'exec' || g === 'forward');
+    const baseDist = o.baseline === undefined ? undefined : baselineDist(o.baseline);
     const started = await Promise.allSettled([
       startSshd(env),
       startGateway(env, o.tsxAgent),
       wantRecorded ? startGateway(env, o.tsxAgent, { record: true }) : Promise.resolve(undefined),
+      baseDist
+        ? startGateway(env, false, { dist: baseDist, name: 'gateway-baseline' })
+        : Promise.resolve(undefined),
     ]);
     if (started[0].status === 'fulfilled') sshd = started[0].value;
     if (started[1].status === 'fulfilled') gw = started[1].value;
     if (started[2].status === 'fulfilled') rgw = started[2].value;
+    if (started[3].status === 'fulfilled') bgw = started[3].value;
     for (const r of started) if (r.status === 'rejected') throw r.reason;
     if (!sshd || !gw) throw new Error('sshd or the gateway did not start');
     log(`sshd on 127.0.0.1:${sshd.port} (pid ${sshd.pid}), gateway on 127.0.0.1:${gw.port} (pid ${gw.pid})`);
-    const both = [gatewayTarget(env, gw.port, gw.pid), sshdTarget(env, sshd.port, sshd.pid)];
+    if (bgw) log(`baseline gateway (${baseDist}) on 127.0.0.1:${bgw.port} (pid ${bgw.pid})`);
+    const gatewayT = gatewayTarget(env, gw.port, gw.pid);
+    const sshdT = sshdTarget(env, sshd.port, sshd.pid);
+    const baseT = bgw && gatewayTarget(env, bgw.port, bgw.pid, undefined, 'base');
+    const both = [gatewayT, ...(baseT ? [baseT] : []), sshdT];
     const recordedTarget = rgw?.sink && gatewayTarget(env, rgw.port, rgw.pid, rgw.sink.pid);
     if (rgw?.sink)
       log(`recording gateway on 127.0.0.1:${rgw.port} (pid ${rgw.pid}), sink pid ${rgw.sink.pid}`);
     const targets: Targets = {
+      gateway: gatewayT,
+      sshd: sshdT,
+      base: baseT,
       both,
       recorded: recordedTarget && rgw?.sink ? { target: recordedTarget, sink: rgw.sink } : undefined,
     };
@@ -141,7 +253,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     for (const g of o.scenarios) {
       log(`${g}…`);
       try {
-        scenarios.push(...(await GROUPS[g](targets, o, env.dir, gw)));
+        scenarios.push(...(await GROUPS[g](targets, o, { env, gw, baseDist })));
       } catch (e) {
         log(`  ${g} failed: ${errText(e)}`);
         scenarios.push(failedScenario(g, '', 'higher', errText(e)));
@@ -176,6 +288,13 @@ async function main(): Promise<void> {
   } catch (e) {
     process.stderr.write(`${errText(e)}\n${USAGE}`);
     process.exit(2);
+  }
+  if (o.compare !== undefined) {
+    const oldFile = resolve(o.compare);
+    const newFile = resolve(o.json);
+    const changes = compareReports(readReport(oldFile), readReport(newFile));
+    process.stdout.write(`${formatComparison(oldFile, newFile, changes)}\n`);
+    return;
   }
   const report = await runBench(o);
   const files = writeReport(report, resolve(o.json));

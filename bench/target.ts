@@ -2,8 +2,8 @@
 import type { BenchEnv } from './env.js';
 import { childrenOf, rssKiB, selfCpu, settle, treeCpu, treePssKiB } from './proc.js';
 
-export type Side = 'gateway' | 'sshd';
-export const SIDES: readonly Side[] = ['gateway', 'sshd'];
+/** `base`: the A/B baseline's gateway (another checkout's build, `--baseline`). */
+export type Side = 'gateway' | 'base' | 'sshd';
 
 /** CPU seconds so far; `total` is the whole server side (relay processes plus the commands they ran). */
 export interface CpuReading {
@@ -21,7 +21,7 @@ export interface Target {
   side: Side;
   /** The gateway that records its exec and -L channels (bench/session-sink.ts receives them). */
   recorded: boolean;
-  /** side, or `gateway (recorded)`: for logs and file names. */
+  /** side, `baseline` or `gateway (recorded)`: for logs and file names. */
   label: string;
   port: number;
   user: string;
@@ -61,14 +61,22 @@ export function sshdTarget(env: BenchEnv, port: number, pid: number): Target {
 /**
  * The stack process runs the gateway; its children are the workspace agents (one here). A recorded
  * gateway's session sink is another process: its CPU is a part, not in the total (a real session
- * service runs elsewhere).
+ * service runs elsewhere). `agentParent`: the stack process whose agents this gateway reaches, when the
+ * gateway is a process of its own (the production entry beside a stack).
  */
-export function gatewayTarget(env: BenchEnv, port: number, pid: number, sinkPid?: number): Target {
-  const agents = () => childrenOf(pid);
+export function gatewayTarget(
+  env: BenchEnv,
+  port: number,
+  pid: number,
+  sinkPid?: number,
+  side: 'gateway' | 'base' = 'gateway',
+  agentParent = pid,
+): Target {
+  const agents = () => childrenOf(agentParent);
   return {
-    side: 'gateway',
+    side,
     recorded: sinkPid !== undefined,
-    label: sinkPid !== undefined ? 'gateway (recorded)' : 'gateway',
+    label: sinkPid !== undefined ? 'gateway (recorded)' : side === 'base' ? 'baseline' : 'gateway',
     port,
     user: env.user,
     env,
@@ -89,7 +97,7 @@ export function gatewayTarget(env: BenchEnv, port: number, pid: number, sinkPid?
     memory: () => {
       const as = agents();
       return {
-        treePss: treePssKiB(pid),
+        treePss: treePssKiB(pid) + (agentParent === pid ? 0 : as.reduce((s, a) => s + treePssKiB(a), 0)),
         parts: { gatewayRss: rssKiB(pid), agentRss: as.reduce((s, a) => s + rssKiB(a), 0) },
       };
     },

@@ -109,6 +109,7 @@ export async function measureLatency(
     scenarioResult('interactive echo p99', 'ms', 'lower', {
       gateway: outcome('gateway'),
       sshd: outcome('sshd'),
+      ...(state.has('base') ? { base: outcome('base') } : {}),
     }),
   ];
 }

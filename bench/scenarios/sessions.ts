@@ -3,7 +3,7 @@
 // each connecting, running `true` and disconnecting.
 import type { Client } from 'ssh2';
 import { errText } from '../../src/ops/log.js';
-import { scenarioResult, type ScenarioResult, type SideOutcome } from '../result.js';
+import { scenarioResult, type ScenarioResult, type SideOutcome, type Sides } from '../result.js';
 import { median, percentile } from '../stats.js';
 import { connectClient, execOnce, openShell, pool } from '../ssh2client.js';
 import type { MemReading, Side, Target } from '../target.js';
@@ -21,6 +21,16 @@ function closeAll(clients: Client[]): Promise<void> {
         }),
     ),
   ).then(() => undefined);
+}
+
+/** Every side of these targets, marked not run until measured (`base` only when it is a target). */
+function notRun(targets: Target[]): Sides {
+  const none = (): SideOutcome => ({ samples: [], summary: null, error: 'not run' });
+  return {
+    gateway: none(),
+    sshd: none(),
+    ...(targets.some((t) => t.side === 'base') ? { base: none() } : {}),
+  };
 }
 
 async function holdSessions(t: Target, n: number, base: MemReading): Promise<SideOutcome> {
@@ -64,13 +74,10 @@ export async function measureSessions(
   }
   const out: ScenarioResult[] = [];
   for (const n of counts) {
-    const sides: Record<Side, SideOutcome> = {
-      gateway: { samples: [], summary: null, error: 'not run' },
-      sshd: { samples: [], summary: null, error: 'not run' },
-    };
+    const sides = notRun(targets);
     for (const t of targets) {
-      sides[t.side] = await holdSessions(t, n, base.get(t.side) as MemReading);
-      const s = sides[t.side];
+      const s = await holdSessions(t, n, base.get(t.side) as MemReading);
+      sides[t.side] = s;
       log(
         `  ${n} idle sessions on ${t.side}: ${s.summary ? `${s.summary.value.toFixed(0)} KiB/session` : s.error}`,
       );
@@ -115,14 +122,11 @@ export async function measureRate(
   concurrency: number,
   log: (s: string) => void,
 ): Promise<ScenarioResult[]> {
-  const sides: Record<Side, SideOutcome> = {
-    gateway: { samples: [], summary: null, error: 'not run' },
-    sshd: { samples: [], summary: null, error: 'not run' },
-  };
+  const sides = notRun(targets);
   for (const t of targets) {
     await t.settle(30_000);
-    sides[t.side] = await rate(t, n, concurrency);
-    const s = sides[t.side];
+    const s = await rate(t, n, concurrency);
+    sides[t.side] = s;
     log(`  rate on ${t.side}: ${s.summary ? `${s.summary.value.toFixed(1)} sessions/s` : s.error}`);
   }
   return [scenarioResult(`connection rate (c=${concurrency})`, 'sessions/s', 'higher', sides)];

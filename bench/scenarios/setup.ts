@@ -24,10 +24,13 @@ export async function measureSetup(
   sshd: Target,
   runs: number,
   log: (s: string) => void,
+  /** The A/B baseline's gateway (--baseline). */
+  base?: Target,
 ): Promise<ScenarioResult[]> {
   const jump = ['-J', `${sshd.user}@127.0.0.2:${sshd.port}`];
   const variants: { name: string; target: Target; extra: string[]; series: Series }[] = [
     { name: 'gateway', target: gateway, extra: [], series: { ms: [] } },
+    ...(base ? [{ name: 'baseline', target: base, extra: [], series: { ms: [] } }] : []),
     { name: 'sshd', target: sshd, extra: [], series: { ms: [] } },
     { name: 'sshd via ProxyJump', target: sshd, extra: jump, series: { ms: [] } },
   ];
@@ -45,9 +48,15 @@ export async function measureSetup(
     }
   }
   log(`  setup: ${runs} runs each`);
-  const [g, s, j] = variants.map((v) => outcome(v.series)) as [SideOutcome, SideOutcome, SideOutcome];
+  const of = (name: string) => outcome((variants.find((v) => v.name === name) as { series: Series }).series);
+  const g = of('gateway');
+  const b = base ? { base: of('baseline') } : {};
   return [
-    scenarioResult('setup (ssh true)', 'ms', 'lower', { gateway: g, sshd: s }),
-    scenarioResult('setup vs sshd ProxyJump', 'ms', 'lower', { gateway: g, sshd: j }),
+    scenarioResult('setup (ssh true)', 'ms', 'lower', { gateway: g, sshd: of('sshd'), ...b }),
+    scenarioResult('setup vs sshd ProxyJump', 'ms', 'lower', {
+      gateway: g,
+      sshd: of('sshd via ProxyJump'),
+      ...b,
+    }),
   ];
 }

@@ -73,11 +73,19 @@ export async function measureThroughput(
     for (const [k, v] of Object.entries(r.parts)) summary[k] = median(v);
     return { samples: r.cpu, summary: summary as { value: number } };
   };
+  // The A/B baseline's gateway (--baseline), when it is among the targets.
+  const base = (pick: (r: SideRuns) => SideOutcome) =>
+    by.has('baseline') ? { base: side('baseline', pick) } : {};
   const results = [
-    scenarioResult(name, 'MB/s', 'higher', { gateway: side('gateway', tput), sshd: side('sshd', tput) }),
+    scenarioResult(name, 'MB/s', 'higher', {
+      gateway: side('gateway', tput),
+      sshd: side('sshd', tput),
+      ...base(tput),
+    }),
     scenarioResult(`cpu/${name}`, 'CPU s/GiB', 'lower', {
       gateway: side('gateway', cpu),
       sshd: side('sshd', cpu),
+      ...base(cpu),
     }),
   ];
   const recorded = targets.find((t) => t.recorded);

@@ -4,7 +4,8 @@ import type { Socket } from 'node:net';
 import type { status } from '@grpc/grpc-js';
 import type { Logger } from '../ops/log.js';
 import { errText } from '../ops/log.js';
-import { frames, type Stream } from './rpc.js';
+import { FrameGatherer } from '../common/k8shelld-wire.js';
+import type { Stream } from './rpc.js';
 
 export interface BridgeOptions<Req, Res> {
   s: Stream<Req, Res>;
@@ -23,18 +24,23 @@ export interface BridgeOptions<Req, Res> {
 export class SocketBridge<Req, Res> {
   private clientDone = false;
   private targetDone = false;
+  private readonly gather: FrameGatherer;
 
   constructor(private readonly o: BridgeOptions<Req, Res>) {
     const { s, sock } = o;
+    // Reads of one turn go out as one frame (one copy); flushed before EOF and the end.
+    const g = (this.gather = new FrameGatherer(
+      (b) => s.send(o.dataMsg(b)),
+      () => s.needsDrain,
+    ));
     sock.on('data', (d: Buffer) => {
-      let ok = true;
-      for (const f of frames(d)) ok = s.send(o.dataMsg(f));
-      if (!ok) {
+      if (!g.push(d)) {
         sock.pause();
         s.whenDrained(() => sock.resume());
       }
     });
     sock.on('end', () => {
+      g.flush();
       if (!o.halfClose) return this.stop();
       this.targetDone = true;
       s.send(o.eofMsg());
@@ -68,6 +74,7 @@ export class SocketBridge<Req, Res> {
 
   /** Ends the relay and the stream (OK unless a failure was already reported). */
   stop(): void {
+    this.gather.flush();
     this.o.sock.destroy();
     this.o.s.finish();
   }

@@ -8,6 +8,7 @@ import { ExecResponse, type CommandDetails, type ExecRequest } from '../gen/k8sh
 import { errText } from '../ops/log.js';
 import { workDir, type AgentContext } from './context.js';
 import { buildEnv, chooseExecShell, ptsName, spawnPipes, spawnPty, type LaunchSpec } from './launch.js';
+import { FrameGatherer } from '../common/k8shelld-wire.js';
 import { commandBytes, envBytes } from '../common/raw-text.js';
 import { sessionDefaults } from './session-env.js';
 import { killGroup, killSession, normaliseSignal, signalNumber } from './procs.js';
@@ -183,27 +184,32 @@ class ExecCall {
     let open = 0;
     let reads = 0;
     let onAllClosed: (() => void) | undefined;
+    const gatherers: FrameGatherer[] = [];
     const relay = (r: Readable | null, kind: 'stdout' | 'stderr') => {
       if (!r) return;
       pipes.push(r);
       open++;
+      // Reads of one turn go out as one frame (one copy); flushed before the exit status.
+      const g = new FrameGatherer(
+        (payload) =>
+          this.s.send(
+            kind === 'stdout'
+              ? { response: { $case: 'stdout', stdout: payload } }
+              : { response: { $case: 'stderr', stderr: payload } },
+          ),
+        () => this.s.needsDrain,
+      );
+      gatherers.push(g);
       r.on('error', () => undefined);
       r.on('data', (d: Buffer) => {
         reads++;
-        let ok = true;
-        for (const f of frames(d)) {
-          ok = this.s.send(
-            kind === 'stdout'
-              ? { response: { $case: 'stdout', stdout: f } }
-              : { response: { $case: 'stderr', stderr: f } },
-          );
-        }
-        if (!ok) {
+        if (!g.push(d)) {
           r.pause();
           this.s.whenDrained(() => r.resume());
         }
       });
       r.on('close', () => {
+        g.flush();
         if (--open === 0) onAllClosed?.();
       });
     };
@@ -221,6 +227,7 @@ class ExecCall {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        for (const g of gatherers) g.flush();
         for (const p of pipes) p.destroy();
         c.stdin?.destroy();
         this.finish(exit);

@@ -2,10 +2,14 @@
 // wrapper around a server bidi stream that ends it exactly once.
 import { status, type Metadata, type ServerDuplexStream, type ServerErrorResponse } from '@grpc/grpc-js';
 import { isProxyError } from '../common/errors.js';
+import { MAX_DATA_FRAME } from '../common/k8shelld-wire.js';
 import { errText } from '../ops/log.js';
 
-/** Reference relays use 32 KiB reads; keep every data frame at most this size (§6.2). */
-export const MAX_FRAME = 32 * 1024;
+/**
+ * Largest data frame the agent sends. The reference reads 32 KiB at a time; bulk data goes in larger
+ * frames (fewer per-message costs), within what the reference daemon and the gateway accept.
+ */
+export const MAX_FRAME = MAX_DATA_FRAME;
 
 export function grpcError(code: status, details: string): ServerErrorResponse {
   const e = new Error(details) as ServerErrorResponse;
@@ -79,6 +83,11 @@ export class Stream<Req, Res> {
   send(msg: Res): boolean {
     if (this.ended) return true;
     return this.call.write(msg);
+  }
+
+  /** Whether the outgoing buffer is over its mark ('drain' will follow). */
+  get needsDrain(): boolean {
+    return !this.ended && this.call.writableNeedDrain;
   }
 
   /** Runs fn once the outgoing buffer has drained (or at once when the stream is over). */

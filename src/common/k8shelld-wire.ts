@@ -22,6 +22,27 @@ import {
 
 const WIRE_LEN = 2;
 
+/**
+ * Largest data frame sent on the bulk path (gathered reads). Per-message costs (a gRPC message, an
+ * HTTP/2 write, a protobuf header, a JavaScript event on each side) are paid per frame, so bulk data
+ * goes in frames of up to 256 KiB; the reference daemon accepts up to 4 MiB and the gateway up to
+ * 32 MiB (grpc.max_receive_message_length), so any size a reference daemon sends is accepted.
+ */
+export const MAX_DATA_FRAME = 256 * 1024;
+
+/**
+ * Bytes kept free before a gathered payload: gRPC's 5-byte message prefix, a 1-byte tag and a varint
+ * length (≤ 5 bytes). The encoder writes tag and length there instead of copying the payload again,
+ * and grpc-js (patches/, 022) writes its prefix there instead of copying the message.
+ */
+const HEADROOM = 5 + 1 + 5;
+/** Marks a payload whose HEADROOM bytes before it belong to it (set only by joinWithHeadroom). */
+const ROOM = Symbol('k8shelld-wire.headroom');
+/** Tells grpc-js (patch 022) that the 5 bytes before a serialized message are free for its prefix. */
+const GRPC_PREFIX_ROOM = Symbol.for('grpc-js.prefix-room');
+
+type Marked = Buffer & { [ROOM]?: true; [GRPC_PREFIX_ROOM]?: true };
+
 function varintSize(n: number): number {
   let s = 1;
   while (n >= 0x80) {
@@ -31,10 +52,7 @@ function varintSize(n: number): number {
   return s;
 }
 
-/** One length-delimited field (`field` ≤ 15, so its tag is one byte), written with a single copy. */
-export function encodeBytesField(field: number, data: Buffer): Buffer {
-  const len = data.length;
-  const out = Buffer.allocUnsafe(1 + varintSize(len) + len);
+function writeHeader(out: Buffer, field: number, len: number): number {
   out[0] = (field << 3) | WIRE_LEN;
   let p = 1;
   let n = len;
@@ -43,8 +61,91 @@ export function encodeBytesField(field: number, data: Buffer): Buffer {
     n = Math.floor(n / 128);
   }
   out[p++] = n;
-  data.copy(out, p);
+  return p;
+}
+
+/** `parts` joined with one copy into a payload that has room for its frame headers before it. */
+export function joinWithHeadroom(parts: readonly Buffer[], bytes: number): Buffer {
+  const out = Buffer.allocUnsafe(HEADROOM + bytes);
+  let p = HEADROOM;
+  for (const b of parts) p += b.copy(out, p);
+  const payload = out.subarray(HEADROOM, p) as Marked;
+  payload[ROOM] = true;
+  return payload;
+}
+
+/**
+ * One length-delimited field (`field` ≤ 15, so its tag is one byte): written in front of a payload
+ * from joinWithHeadroom (no copy), otherwise with a single copy.
+ */
+export function encodeBytesField(field: number, data: Buffer): Buffer {
+  const len = data.length;
+  const hdr = 1 + varintSize(len);
+  if ((data as Marked)[ROOM] === true && hdr + 5 <= HEADROOM) {
+    const out = Buffer.from(data.buffer, data.byteOffset - hdr, hdr + len) as Marked;
+    writeHeader(out, field, len);
+    out[GRPC_PREFIX_ROOM] = true;
+    return out;
+  }
+  const out = Buffer.allocUnsafe(hdr + len);
+  data.copy(out, writeHeader(out, field, len));
   return out;
+}
+
+/**
+ * Gathers the chunks written in one turn of the event loop (a socket or pipe read loop yields several)
+ * into frames of up to MAX_DATA_FRAME bytes, joined with one copy; sent at the end of the turn
+ * (setImmediate) or as soon as a frame is full. Backpressure is the sink's own: push() returns false
+ * while `needsDrain()` (the stream's writableNeedDrain), so the caller waits for its 'drain'.
+ * Call flush() before anything that must follow the bytes (EOF, exit, a signal), so order is kept.
+ */
+export class FrameGatherer {
+  private parts: Buffer[] = [];
+  private bytes = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly send: (payload: Buffer) => void,
+    private readonly needsDrain: () => boolean,
+    private readonly max = MAX_DATA_FRAME,
+  ) {}
+
+  /** Bytes waiting for the end of the turn. */
+  get pending(): number {
+    return this.bytes;
+  }
+
+  /** Queues `d`; false means the sink is full: pause the source until it drains. */
+  push(d: Buffer): boolean {
+    let off = 0;
+    while (off < d.length) {
+      const take = Math.min(d.length - off, this.max - this.bytes);
+      this.parts.push(off === 0 && take === d.length ? d : d.subarray(off, off + take));
+      this.bytes += take;
+      off += take;
+      if (this.bytes >= this.max) this.flush();
+    }
+    if (this.bytes > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.atTurnEnd);
+    }
+    return !this.needsDrain();
+  }
+
+  /** Sends what is queued now. */
+  flush(): void {
+    if (this.bytes === 0) return;
+    // Even a single chunk is copied here: the frame headers then need no further copy.
+    const out = joinWithHeadroom(this.parts, this.bytes);
+    this.parts = [];
+    this.bytes = 0;
+    this.send(out);
+  }
+
+  private readonly atTurnEnd = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
 }
 
 /**

@@ -1,23 +1,41 @@
 // A gRPC data stream seen from a relay: client bytes in as frames, and how the stream ends.
 import { status, type ClientDuplexStream } from '@grpc/grpc-js';
 import { isServiceError } from '../../backends/grpc.js';
+import { FrameGatherer } from '../../common/k8shelld-wire.js';
 import { canWrite, type BackendInput, type ChannelRelay } from '../relay.js';
 
 export type CallOutcome = { ok: true } | { ok: false; error: unknown };
 
-/** Client bytes → `frame(data)` on the call; client EOF → CloseSend. */
+/** A BackendInput whose queued client bytes can be sent at once (before a signal or resize). */
+export interface CallInput extends BackendInput {
+  flush(): void;
+}
+
+/**
+ * Client bytes → `frame(data)` on the call; client EOF → CloseSend. The SSH packets of one turn of
+ * the event loop (ssh2 parses a whole socket read at once) go as one frame of up to 256 KiB, joined
+ * with one copy; anything else written on the call must flush() first, so order is kept.
+ */
 export function callInput<Req, Res>(
   call: ClientDuplexStream<Req, Res>,
   frame: (data: Buffer) => Req,
-): BackendInput {
+): CallInput {
+  const g = new FrameGatherer(
+    (data) => {
+      if (canWrite(call)) call.write(frame(data));
+    },
+    () => canWrite(call) && call.writableNeedDrain,
+  );
   return {
-    write: (data) => (canWrite(call) ? call.write(frame(data)) : true),
+    write: (data) => (canWrite(call) ? g.push(data) : true),
+    flush: () => void g.flush(),
     end: () => {
+      g.flush();
       if (canWrite(call)) call.end();
     },
     once: (ev, f) => call.once(ev, f),
     get writableLength() {
-      return call.writableLength;
+      return call.writableLength + g.pending;
     },
     get writableObjectMode() {
       return call.writableObjectMode;

@@ -50,16 +50,20 @@ export async function runExec(
   call.write({ request: { $case: 'commandDetails', commandDetails: details } });
   log.info({ kind: kind.type, pty: pty !== undefined }, `${kind.type} started`);
 
+  // Client bytes; queued ones go out before a resize or signal, in the order the client sent them.
+  const input = callInput(call, (data) => ({ request: { $case: 'input' as const, input: data } }));
   // After one signal the daemon stops reading the stream (wire-protocol §5.4): later ones are moot.
   let signalled = false;
   state.running = {
     resize(cols, rows) {
-      if (pty && canWrite(call))
-        call.write({ request: { $case: 'resize', resize: { width: cols, height: rows } } });
+      if (!pty || !canWrite(call)) return;
+      input.flush();
+      call.write({ request: { $case: 'resize', resize: { width: cols, height: rows } } });
     },
     signal(name) {
       if (signalled || !canWrite(call)) return false;
       signalled = true;
+      input.flush();
       call.write({ request: { $case: 'signal', signal: name.replace(/^SIG/, '') } });
       return true;
     },
@@ -89,10 +93,7 @@ export async function runExec(
   });
   const outcome = callOutcome(call, relay);
   // Client EOF only ends the upload; the call runs on until exit_code (reference-behaviour §12).
-  relay.connect(
-    callInput(call, (input) => ({ request: { $case: 'input' as const, input } })),
-    call,
-  );
+  relay.connect(input, call);
   const o = await outcome;
   state.running = undefined;
   const clean = o.ok || isCleanEnd(o.error);
