@@ -68,16 +68,28 @@ const handles = (st: StackStats | undefined) =>
     .filter(([k]) => k.startsWith('resource:'))
     .reduce((a, [, v]) => a + v, 0);
 
-/** `ssh host true`, `n` times, `concurrency` at a time. */
-async function connections(t: Target, n: number, concurrency: number): Promise<void> {
+/**
+ * `ssh host true`, `n` times, `concurrency` at a time; resolves with how many failed (a refusal under
+ * load is a finding to report, not a reason to lose the readings after the others).
+ */
+async function connections(t: Target, n: number, concurrency: number): Promise<number> {
+  let failed = 0;
+  let first = '';
   await pool(
     Array.from({ length: n }, (_, i) => i),
     concurrency,
     async () => {
-      const r = await runProcess('ssh', [...t.sshArgs(), t.destination, 'true'], { timeoutMs: 60_000 });
-      checkOk(`ssh true via ${t.label}`, r);
+      try {
+        const r = await runProcess('ssh', [...t.sshArgs(), t.destination, 'true'], { timeoutMs: 60_000 });
+        checkOk(`ssh true via ${t.label}`, r);
+      } catch (e) {
+        failed++;
+        first ||= errText(e);
+      }
     },
   );
+  if (failed === n) throw new Error(`every connection failed: ${first}`);
+  return failed;
 }
 
 /**
@@ -216,11 +228,14 @@ export async function measureAging(
   const before = new Map<AgingSubject, Snapshot>();
   for (const s of subjects)
     await guarded('aging', s, 'snapshot', async () => void before.set(s, await snapshot(s)));
+  const failedConnections = new Map<AgingSubject, number>();
   for (const s of subjects) {
     const t0 = Date.now();
-    await guarded('aging', s, `${o.connections} connections`, () =>
-      connections(s.target, o.connections, o.concurrency),
-    );
+    await guarded('aging', s, `${o.connections} connections`, async () => {
+      const failed = await connections(s.target, o.connections, o.concurrency);
+      failedConnections.set(s, failed);
+      if (failed) log(`  aging: ${failed} of ${o.connections} connections to ${s.target.label} failed`);
+    });
     log(
       `  aging: ${o.connections} connections to ${s.target.label} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     );
@@ -281,7 +296,13 @@ export async function measureAging(
       `aging: memory after ${n} connections / before`,
       '×',
       'lower',
-      sidesOf(subjects, (s) => withError('aging', s, memOutcome(before.get(s), after.get(s)))),
+      sidesOf(subjects, (s) =>
+        withError(
+          'aging',
+          s,
+          memOutcome(before.get(s), after.get(s), { failedConnections: failedConnections.get(s) ?? 0 }),
+        ),
+      ),
     ),
     scenarioResult(
       `aging: memory ${o.loadWaitS} s after a ${o.loadConnections}-connection load / idle`,

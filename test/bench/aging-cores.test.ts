@@ -89,7 +89,11 @@ test(
     // The gateway's memory figures: RSS and heap after a GC, pending timers, the agent's RSS.
     const gwMem = ['beforeMiB', 'afterMiB', 'heapBeforeMiB', 'heapAfterMiB', 'timersBefore', 'timersAfter'];
     const mem = by.get(`aging: memory after ${n} connections / before`);
-    hasKeys(mem?.gateway, [...gwMem, 'agentBeforeMiB', 'agentAfterMiB'], 'memory after connections');
+    hasKeys(
+      mem?.gateway,
+      [...gwMem, 'agentBeforeMiB', 'agentAfterMiB', 'failedConnections'],
+      'memory after connections',
+    );
     hasKeys(mem?.ab?.gateway, gwMem, 'baseline memory after connections');
     hasKeys(mem?.sshd, ['beforeMiB', 'afterMiB'], 'sshd memory after connections');
     const load = by.get(`aging: memory ${w} s after a ${l}-connection load / idle`);
