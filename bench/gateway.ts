@@ -42,6 +42,8 @@ export interface GatewayVariant {
   dist?: string;
   /** Names the data dir and log file (default `gateway`, `gateway-recorded`). */
   name?: string;
+  /** Environment for the stack process and its agents on top of the bench's (--gateway-env). */
+  env?: Record<string, string>;
 }
 
 export interface RunningSink {
@@ -57,8 +59,13 @@ function startChild(
   args: string[],
   what: string,
   onLine?: (line: string) => void,
+  extraEnv: Record<string, string> = {},
 ): Promise<{ ready: Record<string, unknown>; send(line: string): void; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: REPO });
+  const child = spawn(process.execPath, args, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    cwd: REPO,
+    env: { ...process.env, ...extraEnv },
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {
     if (stderr.length < 10_000) stderr += d.toString();
@@ -172,7 +179,7 @@ export async function startGateway(
     }
   };
   try {
-    const c = await startChild(args, `the ${name} stack process`, onLine);
+    const c = await startChild(args, `the ${name} stack process`, onLine, variant.env);
     const { port, pid, identity, provisioner, authz, session, tokenFiles } = c.ready;
     const files = tokenFiles as Partial<BenchServices['tokenFiles']> | undefined;
     if (

@@ -46,6 +46,11 @@ export interface BenchOptions {
     loadWaitS: number;
   };
   cores: { streams: number; size: number };
+  /**
+   * Environment of this build's gateway processes and their agents only (not the baseline's, not sshd),
+   * e.g. MALLOC_ARENA_MAX=2 with `--baseline` of the same checkout: an A/B of the setting.
+   */
+  gatewayEnv: Record<string, string>;
   /** A/B: a checkout (or its dist/) whose build runs as a second gateway stack beside this one. */
   baseline: string | undefined;
   /** `--compare OLD.json`: print the change per scenario from OLD to `json` instead of running. */
@@ -79,6 +84,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --cores-size N      cores: bytes of each (default 256M)
   --baseline DIR      A/B: also run a gateway stack built from another checkout (DIR or DIR/dist, built),
                       interleaved with this one and sshd; reports both and current/baseline
+  --gateway-env K=V   environment of this build's gateway and agent processes only (repeatable; with
+                      --baseline of the same checkout: an A/B of the setting, e.g. MALLOC_ARENA_MAX=2)
   --compare OLD.json  print the change per scenario from OLD.json to the --json file (no run)
 `;
 
@@ -128,6 +135,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'cores-streams': { type: 'string' },
       'cores-size': { type: 'string' },
       baseline: { type: 'string' },
+      'gateway-env': { type: 'string', multiple: true },
       compare: { type: 'string' },
     },
   });
@@ -180,6 +188,13 @@ export function parseOptions(argv: string[]): BenchOptions {
       streams: positiveInt('cores-streams', values['cores-streams'] ?? (q ? '2' : '8')),
       size: parseSize(values['cores-size'] ?? (q ? '1M' : '256M')),
     },
+    gatewayEnv: Object.fromEntries(
+      (values['gateway-env'] ?? []).map((kv) => {
+        const m = /^([A-Za-z_]\w*)=(.*)$/s.exec(kv);
+        if (!m) throw new Error(`--gateway-env wants NAME=VALUE, got "${kv}"`);
+        return [m[1] as string, m[2] as string];
+      }),
+    ),
     baseline: values.baseline,
     compare: values.compare,
   };

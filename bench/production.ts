@@ -39,6 +39,8 @@ export interface ProductionOptions {
   stats?: boolean;
   /** Names the config and log files (default the model). */
   name?: string;
+  /** Environment on top of the bench's (--gateway-env). */
+  env?: Record<string, string>;
 }
 
 function hostKey(env: BenchEnv): string {
@@ -92,7 +94,11 @@ export async function startProduction(env: BenchEnv, o: ProductionOptions): Prom
   const child = spawn(
     process.execPath,
     [...hook, ...(tsx ? ['--import', 'tsx'] : []), entry, '--config', config],
-    { cwd: REPO, stdio: o.stats ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'] },
+    {
+      cwd: REPO,
+      env: { ...process.env, ...o.env },
+      stdio: o.stats ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+    },
   ) as ChildProcessByStdio<null, Readable, Readable>;
   child.stderr.pipe(log);
   let exited = false;

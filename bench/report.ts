@@ -31,6 +31,13 @@ function extras(r: SideResult | null): string {
     .join(' ');
 }
 
+/** --gateway-env as `K=V …` (empty when none; older result files have no such option). */
+function envText(rep: BenchReport): string {
+  return Object.entries(rep.options.gatewayEnv ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+}
+
 /** Rows of the summary table; the A/B columns only when the run had a baseline. */
 function tableRows(rep: BenchReport): { header: string[]; rows: string[][]; ab: boolean } {
   const ab = rep.scenarios.some((s) => s.ab);
@@ -108,7 +115,8 @@ export function formatMarkdown(rep: BenchReport): string {
     `# ssh-proxy bench, ${rep.startedAt}`,
     '',
     `${m.cpuModel}, ${m.cores} cores, Node ${m.node}; ${m.opensshClient}; server ${m.opensshServer}; cipher ${rep.options.cipher}` +
-      (ab ? `; baseline gateway ${rep.options.baseline ?? '?'}` : ''),
+      (ab ? `; baseline gateway ${rep.options.baseline ?? '?'}` : '') +
+      (envText(rep) ? `; this build's gateway with ${envText(rep)}` : ''),
     '',
     `| ${header.slice(0, -1).join(' | ')} |`,
     `|${header

@@ -71,7 +71,12 @@ async function agingGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promi
       ...(ctx.baseDist ? [{ side: 'base' as const, dist: ctx.baseDist }] : []),
     ];
     for (const v of variants) {
-      const stack = await startGateway(ctx.env, o.tsxAgent, { dist: v.dist, name: `aging-${v.side}-stack` });
+      const gwEnv = v.side === 'gateway' ? o.gatewayEnv : {};
+      const stack = await startGateway(ctx.env, o.tsxAgent, {
+        dist: v.dist,
+        name: `aging-${v.side}-stack`,
+        env: gwEnv,
+      });
       started.push(stack);
       const g = await startProduction(ctx.env, {
         model: 'in-process',
@@ -81,6 +86,7 @@ async function agingGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promi
         tracking: true,
         stats: true,
         name: `aging-${v.side}`,
+        env: gwEnv,
       });
       started.push(g);
       subjects.push({
@@ -108,6 +114,7 @@ async function coresGroup(t: Targets, o: BenchOptions, ctx: GroupContext): Promi
         services: ctx.gw.services,
         tsx: o.tsxAgent,
         name: `cores-${model}`,
+        env: o.gatewayEnv,
       });
       started.push(g);
       const target = productionGatewayTarget(ctx.env, g, ctx.gw.pid);
@@ -216,8 +223,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const baseDist = o.baseline === undefined ? undefined : baselineDist(o.baseline);
     const started = await Promise.allSettled([
       startSshd(env),
-      startGateway(env, o.tsxAgent),
-      wantRecorded ? startGateway(env, o.tsxAgent, { record: true }) : Promise.resolve(undefined),
+      startGateway(env, o.tsxAgent, { env: o.gatewayEnv }),
+      wantRecorded
+        ? startGateway(env, o.tsxAgent, { record: true, env: o.gatewayEnv })
+        : Promise.resolve(undefined),
       baseDist
         ? startGateway(env, false, { dist: baseDist, name: 'gateway-baseline' })
         : Promise.resolve(undefined),

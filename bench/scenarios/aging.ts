@@ -68,34 +68,60 @@ const handles = (st: StackStats | undefined) =>
     .filter(([k]) => k.startsWith('resource:'))
     .reduce((a, [, v]) => a + v, 0);
 
-/** `ssh host true`, `n` times, `concurrency` at a time. */
-async function connections(t: Target, n: number, concurrency: number): Promise<void> {
+/**
+ * `ssh host true`, `n` times, `concurrency` at a time; resolves with how many failed (a refusal under
+ * load is a finding to report, not a reason to lose the readings after the others).
+ */
+async function connections(t: Target, n: number, concurrency: number): Promise<number> {
+  let failed = 0;
+  let first = '';
   await pool(
     Array.from({ length: n }, (_, i) => i),
     concurrency,
     async () => {
-      const r = await runProcess('ssh', [...t.sshArgs(), t.destination, 'true'], { timeoutMs: 60_000 });
-      checkOk(`ssh true via ${t.label}`, r);
+      try {
+        const r = await runProcess('ssh', [...t.sshArgs(), t.destination, 'true'], { timeoutMs: 60_000 });
+        checkOk(`ssh true via ${t.label}`, r);
+      } catch (e) {
+        failed++;
+        first ||= errText(e);
+      }
     },
   );
+  if (failed === n) throw new Error(`every connection failed: ${first}`);
+  return failed;
 }
 
-/** `loadConnections` connections at once, each `head -c N` up and down at the same time. */
-async function burst(t: Target, o: AgingOptions): Promise<void> {
+/**
+ * `loadConnections` connections at once, each `head -c N` up and down at the same time. Resolves with
+ * how many failed (a refusal under load is a finding, not a reason to skip the memory readings).
+ */
+async function burst(t: Target, o: AgingOptions, log: (s: string) => void): Promise<number> {
   const remote = `head -c ${o.loadSize} /dev/zero & cat >/dev/null; wait`;
   const ssh = ['ssh', ...t.sshArgs(), t.destination, remote];
+  const failures: string[] = [];
   await Promise.all(
     Array.from({ length: o.loadConnections }, async () => {
-      const r = await runProcess(
-        'sh',
-        ['-c', `head -c ${o.loadSize} /dev/zero | "$@" >/dev/null`, 'sh', ...ssh],
-        {
-          timeoutMs: transferTimeoutMs(2 * o.loadSize * o.loadConnections),
-        },
-      );
-      checkOk(`load via ${t.label}`, r);
+      try {
+        const r = await runProcess(
+          'sh',
+          ['-c', `head -c ${o.loadSize} /dev/zero | "$@" >/dev/null`, 'sh', ...ssh],
+          {
+            timeoutMs: transferTimeoutMs(2 * o.loadSize * o.loadConnections),
+          },
+        );
+        checkOk(`load via ${t.label}`, r);
+      } catch (e) {
+        failures.push(errText(e));
+      }
     }),
   );
+  if (failures.length === o.loadConnections) throw new Error(`every load connection failed: ${failures[0]}`);
+  if (failures.length)
+    log(
+      `  aging: ${failures.length} of ${o.loadConnections} load connections via ${t.label} failed: ${failures[0]}`,
+    );
+  return failures.length;
 }
 
 type Key = 'gateway' | 'sshd' | 'ab';
@@ -174,13 +200,19 @@ export async function measureAging(
       `warm-up ssh to ${t.label}`,
       await runProcess('ssh', [...t.sshArgs(), t.destination, 'true'], { timeoutMs: 60_000 }),
     );
-  const errors = new Map<AgingSubject, string>();
-  const guarded = async (s: AgingSubject, what: string, f: () => Promise<void>) => {
-    if (errors.has(s)) return;
+  // Per phase: a failed load burst must not hide the readings after the connections, and vice versa.
+  const errors = { aging: new Map<AgingSubject, string>(), load: new Map<AgingSubject, string>() };
+  const guarded = async (
+    phase: keyof typeof errors,
+    s: AgingSubject,
+    what: string,
+    f: () => Promise<void>,
+  ) => {
+    if (errors[phase].has(s)) return;
     try {
       await f();
     } catch (e) {
-      errors.set(s, `${what}: ${errText(e)}`);
+      errors[phase].set(s, `${what}: ${errText(e)}`);
       log(`  aging ${s.target.label} failed: ${errText(e)}`);
     }
   };
@@ -194,18 +226,23 @@ export async function measureAging(
     log,
   );
   const before = new Map<AgingSubject, Snapshot>();
-  for (const s of subjects) await guarded(s, 'snapshot', async () => void before.set(s, await snapshot(s)));
+  for (const s of subjects)
+    await guarded('aging', s, 'snapshot', async () => void before.set(s, await snapshot(s)));
+  const failedConnections = new Map<AgingSubject, number>();
   for (const s of subjects) {
     const t0 = Date.now();
-    await guarded(s, `${o.connections} connections`, () =>
-      connections(s.target, o.connections, o.concurrency),
-    );
+    await guarded('aging', s, `${o.connections} connections`, async () => {
+      const failed = await connections(s.target, o.connections, o.concurrency);
+      failedConnections.set(s, failed);
+      if (failed) log(`  aging: ${failed} of ${o.connections} connections to ${s.target.label} failed`);
+    });
     log(
       `  aging: ${o.connections} connections to ${s.target.label} in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     );
   }
   const after = new Map<AgingSubject, Snapshot>();
-  for (const s of subjects) await guarded(s, 'snapshot', async () => void after.set(s, await snapshot(s)));
+  for (const s of subjects)
+    await guarded('aging', s, 'snapshot', async () => void after.set(s, await snapshot(s)));
   const aged = await measureThroughput(
     `aging: exec download, after ${o.connections} connections`,
     o.size,
@@ -217,19 +254,19 @@ export async function measureAging(
 
   // The burst, one target after the other; each is read `loadWaitS` after its own burst ended.
   const idle = new Map<AgingSubject, Snapshot>();
-  const peak = new Map<AgingSubject, { mem: number; agent: number }>();
+  const peak = new Map<AgingSubject, { mem: number; agent: number; failed: number }>();
   const ended = new Map<AgingSubject, number>();
   for (const s of subjects) {
-    await guarded(s, 'load', async () => {
+    await guarded('load', s, 'load', async () => {
       idle.set(s, await snapshot(s));
-      const p = { mem: 0, agent: 0 };
+      const p = { mem: 0, agent: 0, failed: 0 };
       peak.set(s, p);
       const sample = setInterval(() => {
         p.mem = Math.max(p.mem, s.memKiB());
         p.agent = Math.max(p.agent, s.agentKiB());
       }, 250);
       try {
-        await burst(s.target, o);
+        p.failed = await burst(s.target, o, log);
       } finally {
         clearInterval(sample);
         ended.set(s, Date.now());
@@ -243,11 +280,11 @@ export async function measureAging(
     if (end === undefined) continue;
     const wait = end + o.loadWaitS * 1000 - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    await guarded(s, 'snapshot', async () => void later.set(s, await snapshot(s)));
+    await guarded('load', s, 'snapshot', async () => void later.set(s, await snapshot(s)));
   }
 
-  const withError = (s: AgingSubject, out: SideOutcome): SideOutcome =>
-    errors.has(s) ? { samples: out.samples, summary: null, error: errors.get(s) } : out;
+  const withError = (phase: keyof typeof errors, s: AgingSubject, out: SideOutcome): SideOutcome =>
+    errors[phase].has(s) ? { samples: out.samples, summary: null, error: errors[phase].get(s) } : out;
   const n = o.connections;
   const results = [...fresh, ...aged];
   const [freshTput, freshCpu] = fresh as [ScenarioResult, ScenarioResult];
@@ -259,7 +296,13 @@ export async function measureAging(
       `aging: memory after ${n} connections / before`,
       '×',
       'lower',
-      sidesOf(subjects, (s) => withError(s, memOutcome(before.get(s), after.get(s)))),
+      sidesOf(subjects, (s) =>
+        withError(
+          'aging',
+          s,
+          memOutcome(before.get(s), after.get(s), { failedConnections: failedConnections.get(s) ?? 0 }),
+        ),
+      ),
     ),
     scenarioResult(
       `aging: memory ${o.loadWaitS} s after a ${o.loadConnections}-connection load / idle`,
@@ -269,7 +312,8 @@ export async function measureAging(
         const i = idle.get(s);
         const l = later.get(s);
         const p = peak.get(s);
-        if (!i || !l || !p) return withError(s, { samples: [], summary: null, error: 'not measured' });
+        if (!i || !l || !p)
+          return withError('load', s, { samples: [], summary: null, error: 'not measured' });
         // Without a forced GC on both sides (a gateway in production gets none); the GC'd figure in details.
         const value = l.memKiB / i.memKiB;
         const summary: SideResult = {
@@ -277,6 +321,7 @@ export async function measureAging(
           idleMiB: i.memKiB / 1024,
           peakMiB: p.mem / 1024,
           afterMiB: l.memKiB / 1024,
+          failedConnections: p.failed,
         };
         if (l.stats) {
           summary.afterGcMiB = l.stats.rss / MIB;
@@ -288,7 +333,7 @@ export async function measureAging(
           summary.agentPeakMiB = p.agent / 1024;
           summary.agentAfterMiB = l.agentKiB / 1024;
         }
-        return withError(s, { samples: [value], summary });
+        return withError('load', s, { samples: [value], summary });
       }),
     ),
   );

@@ -36,11 +36,11 @@ export class SessionStore {
     this.entries.set(id, {});
   }
 
-  /** Attaches the started item to a reserved id. */
+  /** Attaches the started item to a reserved id (not to one already finished: that is only an id now). */
   set(item: StoreItem): void {
     const e = this.entries.get(item.id);
-    if (e) e.item = item;
-    else this.entries.set(item.id, { item });
+    if (!e) this.entries.set(item.id, { item });
+    else if (e.finishedAt === undefined) e.item = item;
   }
 
   /** Gives a reserved id back when the start failed. */
@@ -49,10 +49,16 @@ export class SessionStore {
     if (e && !e.item) this.entries.delete(id);
   }
 
-  /** Marks an id finished: it no longer resolves, but blocks reuse until purged. */
+  /**
+   * Marks an id finished: it no longer resolves, but blocks reuse until purged. Only the id is kept:
+   * the item (its process, streams and buffers) is let go at once, not a minute or two later.
+   */
   finish(id: string, now = Date.now()): void {
     const e = this.entries.get(id);
-    if (e && e.finishedAt === undefined) e.finishedAt = now;
+    if (e && e.finishedAt === undefined) {
+      e.finishedAt = now;
+      e.item = undefined;
+    }
   }
 
   /** A live (not finished) item. */

@@ -67,7 +67,10 @@ export function createServices(
     provisioner,
     authorizer,
     userToken: tokens
-      ? (u) => tokens.get(u.user.username || u.userstr.username, u.user.source, AbortSignal.timeout(15_000))
+      ? (u) =>
+          withAbortDeadline(USER_TOKEN_DEADLINE_MS, (signal) =>
+            tokens.get(u.user.username || u.userstr.username, u.user.source, signal),
+          )
       : undefined,
     userTokenFor: tokens ? (username, source, signal) => tokens.get(username, source, signal) : undefined,
     recorders,
@@ -94,6 +97,25 @@ export function createServices(
       sessionClient?.close();
     },
   };
+}
+
+const USER_TOKEN_DEADLINE_MS = 15_000;
+
+/**
+ * Runs `f` with a signal aborted after `ms`, and clears the timer as soon as `f` settles. Not
+ * AbortSignal.timeout: its timer stays pending for the whole `ms` after the call is long done, one per
+ * authorization, so a busy gateway carried hundreds of them (issue 15).
+ */
+export function withAbortDeadline<T>(ms: number, f: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error(`deadline of ${ms} ms passed`)), ms);
+  timer.unref();
+  try {
+    return f(ac.signal).finally(() => clearTimeout(timer));
+  } catch (e) {
+    clearTimeout(timer);
+    throw e;
+  }
 }
 
 /** A client config whose address, when unset, is a unix socket path that cannot exist. */

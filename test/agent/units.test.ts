@@ -6,6 +6,7 @@ import { parseSs } from '../../src/agent/peercred.js';
 import { idBase } from '../../src/agent/unixsocket.js';
 import { normaliseSignal, signalName, signalNumber } from '../../src/agent/procs.js';
 import { buildEnv, chooseExecShell, chooseLoginShell } from '../../src/agent/launch.js';
+import { queryObjects } from 'node:v8';
 import { SessionStore, type StoreItem } from '../../src/agent/store.js';
 import { ProxyError } from '../../src/common/errors.js';
 
@@ -111,6 +112,38 @@ describe('agent units', () => {
     s.release('ex-2');
     assert.equal(s.has('ex-2'), false);
   });
+});
+
+test('SessionStore lets a finished item go at once and keeps only its id', () => {
+  // Counted with v8.queryObjects (after a full GC): the store must not hold a finished exec's process,
+  // streams and buffers for the minute its id stays reserved (issue 15).
+  class HeldItem implements StoreItem {
+    readonly kind = 'exec';
+    readonly pid = 1;
+    readonly user = 'u';
+    readonly running = true;
+    constructor(readonly id: string) {}
+    kill(): void {}
+  }
+  const held = () => queryObjects(HeldItem, { format: 'count' }) as number;
+  const s = new SessionStore(60_000);
+  for (const id of ['ex-a', 'ex-b']) {
+    s.reserve(id, 'exec');
+    s.set(new HeldItem(id));
+  }
+  assert.equal(held(), 2);
+  s.finish('ex-a');
+  assert.equal(held(), 1);
+  assert.ok(s.has('ex-a'), 'the id stays reserved');
+  assert.deepEqual(
+    s.live().map((i) => i.id),
+    ['ex-b'],
+  );
+  // A late set() of a finished id does not bring the item back (made in a frame of its own, so no
+  // register of this one still points at it).
+  const lateSet = () => s.set(new HeldItem('ex-a'));
+  lateSet();
+  assert.equal(held(), 1);
 });
 
 test('ByteRing holds only what was pushed, stays bounded under many tiny pushes', () => {

@@ -52,7 +52,8 @@ test(
     const json = join(dir.path, 'latest.json');
     const r = await runProcess(
       process.execPath,
-      // Every group but the process-model one (its own test: test/bench/process-model.test.ts).
+      // Every group but those with a smoke test of their own (test/bench/process-model.test.ts,
+      // test/bench/aging-cores.test.ts).
       [
         '--import',
         'tsx',
@@ -60,7 +61,7 @@ test(
         '--quick',
         '--tsx-agent',
         '--scenarios',
-        SCENARIO_GROUPS.filter((g) => g !== 'forking').join(','),
+        SCENARIO_GROUPS.filter((g) => !['forking', 'aging', 'cores'].includes(g)).join(','),
         '--json',
         json,
       ],
