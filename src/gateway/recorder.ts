@@ -420,6 +420,13 @@ class ChannelRecording implements ChannelTap {
   }
 
   private add(direction: Direction, data: Buffer): void {
+    const room = this.env.bufferBytes - this.queued;
+    if (data.length > this.env.bufferBytes && room > 0 && this.gapBytes === 0) {
+      // A relay read (up to 256 KiB) larger than the whole queue would never fit: keep what fits now.
+      this.add(direction, data.subarray(0, room));
+      this.add(direction, data.subarray(room));
+      return;
+    }
     if (this.queued + data.length > this.env.bufferBytes) {
       this.pendingDrops[direction] = (this.pendingDrops[direction] ?? 0) + data.length;
       this.env.totals.droppedBytes += data.length;
@@ -511,6 +518,8 @@ class ChannelRecording implements ChannelTap {
     }
     this.state = 'closing';
     this.seal();
+    // A trailing gap is counted now, before the stream ends and the store can be read.
+    this.endGap();
     // Trailing drops travel as empty chunks (§15.5).
     for (const direction of [Direction.DIRECTION_OUTPUT, Direction.DIRECTION_INPUT]) {
       const dropped = this.pendingDrops[direction] ?? 0;
