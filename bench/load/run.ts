@@ -315,7 +315,7 @@ async function runOp(
         const ws = s.createWriteStream(file);
         const closed = new Promise<void>((r, j) => {
           ws.once('close', () => r());
-          ws.once('error', j);
+          ws.on('error', j);
         });
         const sent = await Promise.race([pump(ws, n), ended]);
         await Promise.race([closed, ended]);

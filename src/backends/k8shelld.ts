@@ -95,8 +95,9 @@ export class WorkspaceClient {
         }
       : {};
     const options = channelOptions(target.tlsEnabled ? { serverName: target.serverName } : {}, {
-      // Bulk relays: a larger HTTP/2 window lifts single-stream throughput (node-notes §7.3).
-      'grpc-node.flow_control_window': 8 * 1024 * 1024,
+      // Bulk relays: a larger HTTP/2 window lifts single-stream throughput (node-notes §7.3), but
+      // no larger than the agent's (AGENT_WINDOW_BYTES says why: a write-write deadlock in Node's http2).
+      'grpc-node.flow_control_window': 1024 * 1024,
       ...keepalive,
     });
     this.channel = new Channel(this.address, creds, options);
