@@ -69,7 +69,7 @@ export function decodeConfig(data: unknown): Config {
 // --- unknown keys ---
 
 /** The object shape or array element a schema describes, looking through wrappers. */
-function unwrap(schema: z.core.$ZodType): z.core.$ZodType {
+export function unwrap(schema: z.core.$ZodType): z.core.$ZodType {
   let s = schema;
   for (let i = 0; i < 10; i++) {
     if (s instanceof z.ZodPipe) s = s.out;

@@ -5,20 +5,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { configSchema } from '../../src/config/schema.js';
+import { unwrap } from '../../src/config/validate.js';
 
 const DOC = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
-
-/** Looks through preprocess pipes, defaults and optionals to the shape underneath. */
-function unwrap(schema: z.core.$ZodType): z.core.$ZodType {
-  let s = schema;
-  for (let i = 0; i < 10; i++) {
-    if (s instanceof z.ZodPipe) s = s.out;
-    else if (s instanceof z.ZodDefault || s instanceof z.ZodPrefault || s instanceof z.ZodOptional) {
-      s = s.unwrap();
-    } else break;
-  }
-  return s;
-}
 
 /** Every leaf key path; a list of mappings contributes `list[].field`. */
 function leafKeys(schema: z.core.$ZodType, path: string, out: string[]): string[] {
