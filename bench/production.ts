@@ -91,9 +91,15 @@ export async function startProduction(env: BenchEnv, o: ProductionOptions): Prom
   const hook = o.stats
     ? ['--expose-gc', '--expose-internals', '--import', join(REPO, 'bench/stats-hook.mjs')]
     : [];
+  // BENCH_PROFILE=DIR: a V8 CPU profile of this gateway lands in DIR when it exits (as bench/gateway.ts).
+  // BENCH_NODE_FLAGS="--trace-gc ...": Node/V8 flags for this gateway (its log then carries the output).
+  const profile = process.env.BENCH_PROFILE
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`]
+    : [];
+  const nodeFlags = process.env.BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [];
   const child = spawn(
     process.execPath,
-    [...hook, ...(tsx ? ['--import', 'tsx'] : []), entry, '--config', config],
+    [...hook, ...profile, ...nodeFlags, ...(tsx ? ['--import', 'tsx'] : []), entry, '--config', config],
     {
       cwd: REPO,
       env: { ...process.env, ...o.env },

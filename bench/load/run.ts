@@ -246,7 +246,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     report.mibPerSecond = report.bytes / 2 ** 20 / report.seconds;
     clearInterval(sampler);
     // Let connections close and the gateway settle, then measure what stays.
-    await new Promise((r) => setTimeout(r, 5000));
+    log(`operations done; RSS read again in ${SETTLE_MS / 1000} s`);
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     report.rss.after = stack.rss();
     return report;
   } finally {
@@ -255,6 +256,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
     await stack.stop();
   }
 }
+
+/** How long after the last operation the RSS `after` is read (LOAD_SETTLE_S, default 5). */
+const SETTLE_MS = Number(process.env.LOAD_SETTLE_S ?? 5) * 1000;
 
 /** No single operation may hang the run: a stuck one is a failure, reported with what it was. */
 const OP_DEADLINE_MS = Number(process.env.LOAD_OP_DEADLINE_MS ?? 180_000);
@@ -303,6 +307,8 @@ async function runOp(
       const back = collectHash(ch);
       const sent = await pump(ch, n);
       const b = await back;
+      // A short echo is a lost stream (a failure), not corrupted data (a mismatch).
+      if (b.bytes !== n) throw new Error(`forward echoed ${b.bytes} of ${n} B`);
       return same(b.hash, sent, `${b.bytes} bytes`);
     }
     case 'sftp': {

@@ -5,6 +5,8 @@ import { parseArgs } from 'node:util';
 import { startAgent } from '../agent/server.js';
 import { reapSessions, useSessionRegistry } from '../agent/session-registry.js';
 import { errText, getLogger, initLogging } from '../ops/log.js';
+import { startMemoryTrimmer } from '../ops/native-memory.js';
+import { tuneHeap } from '../ops/heap-tuning.js';
 import { COMMIT, VERSION } from '../ops/version.js';
 
 const USAGE = `usage: ssh-proxy-agent [options]
@@ -88,6 +90,8 @@ async function main(): Promise<void> {
     workspaceName: args.workspace,
     logger: log,
   });
+  startMemoryTrimmer({ log: getLogger('memory') });
+  tuneHeap();
   const ready = args['ready-file'];
   if (ready) {
     // Write then rename, so a reader never sees a partial address.

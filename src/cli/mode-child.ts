@@ -4,6 +4,7 @@
 // decisions are the parent's, asked over the link on fd 4 (forking-ipc.ts).
 import type { Config } from '../config/load.js';
 import { getLogger, type Logger } from '../ops/log.js';
+import { startMemoryTrimmer } from '../ops/native-memory.js';
 import { runChild } from '../gateway/forking-child.js';
 import { ChildPreauthLink } from '../gateway/forking-ipc.js';
 import { preauthOptionsFromConfig } from '../gateway/preauth.js';
@@ -17,6 +18,8 @@ import { createServices } from '../gateway/services.js';
 
 export function runChildMode(config: Config, log: Logger): void {
   const drainTimeoutMs = config.server.drainTimeout * 1000;
+  // A long-lived connection has bursts too; each child returns its own freed memory.
+  startMemoryTrimmer({ log: getLogger('memory') });
   runChild({
     drainTimeoutMs,
     log,

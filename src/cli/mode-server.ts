@@ -3,6 +3,7 @@
 import type { Config } from '../config/load.js';
 import { errText, getLogger, type Logger } from '../ops/log.js';
 import { GatewayMetrics } from '../ops/metrics.js';
+import { startMemoryTrimmer } from '../ops/native-memory.js';
 import { gatewayReadiness, startHealthServer, type HealthServer } from '../ops/health.js';
 import { startControlFromConfig, type ControlServer } from '../ops/control.js';
 import { COMMIT, DESCRIPTION, VERSION } from '../ops/version.js';
@@ -11,6 +12,7 @@ import { createServices } from '../gateway/services.js';
 
 export async function runServerMode(config: Config, log: Logger): Promise<void> {
   const metrics = new GatewayMetrics({ version: VERSION, commit: COMMIT });
+  startMemoryTrimmer({ log: getLogger('memory'), onTrim: (n) => metrics.memoryTrimmed(n) });
   let services;
   let gw;
   let health: HealthServer | undefined;

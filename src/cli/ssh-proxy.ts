@@ -7,6 +7,7 @@ import { parseArgs } from './args.js';
 import { loadConfig, type Config } from '../config/load.js';
 import { errText, getLogger, initLogging } from '../ops/log.js';
 import { installProcessGuards } from '../ops/process-guards.js';
+import { tuneHeap } from '../ops/heap-tuning.js';
 
 async function main(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv);
@@ -24,6 +25,7 @@ async function main(argv: readonly string[]): Promise<void> {
   initLogging({ text: args.logtext });
   const log = getLogger('ssh-proxy');
   installProcessGuards(log);
+  tuneHeap();
 
   let config: Config;
   try {

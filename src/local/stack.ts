@@ -16,6 +16,7 @@ import {
 } from '../gateway/server.js';
 import { createServices } from '../gateway/services.js';
 import { GatewayMetrics } from '../ops/metrics.js';
+import { startMemoryTrimmer } from '../ops/native-memory.js';
 import {
   ensureLocalBuckets,
   natsServerAvailable,
@@ -201,6 +202,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       throw e;
     }
     services.attach(gateway.registry);
+    const trimmer = startMemoryTrimmer({ log: getLogger('memory'), onTrim: (n) => metrics.memoryTrimmed(n) });
     const user = userInfo().username;
     const keyOpt = clientKey ? ` -i ${clientKey}` : '';
     const sshCommand = `ssh -p ${gateway.port}${keyOpt} -o StrictHostKeyChecking=accept-new ${user}@${gateway.host}`;
@@ -220,6 +222,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       multiTenant,
       sshCommand,
       async stop() {
+        trimmer?.stop();
         await gateway.stop();
         await services.close();
         await stack.provisioner.close();

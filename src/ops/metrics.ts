@@ -144,6 +144,8 @@ export class GatewayMetrics {
   private readonly childrenStarted: Counter;
   private readonly childExits: Counter<'outcome'>;
   private readonly drainingGauge: Gauge;
+  private readonly memoryTrims: Counter;
+  private readonly memoryTrimmedBytes: Counter;
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -293,6 +295,16 @@ export class GatewayMetrics {
       help: '1 while the gateway drains (after SIGTERM), else 0.',
       registers,
     });
+    this.memoryTrims = new Counter({
+      name: `${p}memory_trims_total`,
+      help: 'Times freed native memory was handed back to the system (malloc_trim) after RSS grew.',
+      registers,
+    });
+    this.memoryTrimmedBytes = new Counter({
+      name: `${p}memory_trimmed_bytes_total`,
+      help: 'Bytes of RSS those trims released.',
+      registers,
+    });
     this.drainingGauge.set(0);
     this.connectionsOpen.set(0);
     this.unauthenticatedGauge.set(0);
@@ -384,6 +396,11 @@ export class GatewayMetrics {
       this.childrenGauge.dec();
       this.childExits.inc({ outcome: oneOf(CHILD_EXITS, exit) });
     };
+  }
+
+  memoryTrimmed(releasedBytes: number): void {
+    this.memoryTrims.inc();
+    this.memoryTrimmedBytes.inc(releasedBytes);
   }
 
   setDraining(on: boolean): void {
