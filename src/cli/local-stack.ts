@@ -2,7 +2,6 @@
 // `npm start`: runs the whole system locally and prints the ssh command to connect.
 import { parseArgs } from 'node:util';
 import { initLogging, getLogger, errText } from '../ops/log.js';
-import { tuneHeap } from '../ops/heap-tuning.js';
 import { startLocalStack } from '../local/stack.js';
 
 const USAGE = `Usage: npm start -- [--listen HOST:PORT] [--web HOST:PORT] [--data-dir DIR] [--config FILE] [--nats] [--logtext]
@@ -48,7 +47,6 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   initLogging({ text: values.logtext });
-  tuneHeap();
   const log = getLogger('local-stack');
   let stack;
   try {

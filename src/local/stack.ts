@@ -17,6 +17,7 @@ import {
 import { createServices } from '../gateway/services.js';
 import { GatewayMetrics } from '../ops/metrics.js';
 import { startMemoryTrimmer } from '../ops/native-memory.js';
+import { tuneHeap } from '../ops/heap-tuning.js';
 import {
   ensureLocalBuckets,
   natsServerAvailable,
@@ -202,6 +203,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       throw e;
     }
     services.attach(gateway.registry);
+    // Process-wide, like the trimmer: this process runs the gateway (src/ops/heap-tuning.ts says why).
+    tuneHeap();
     const trimmer = startMemoryTrimmer({ log: getLogger('memory'), onTrim: (n) => metrics.memoryTrimmed(n) });
     const user = userInfo().username;
     const keyOpt = clientKey ? ` -i ${clientKey}` : '';
