@@ -51,6 +51,10 @@ export interface TrimmerOptions {
   /** Trim when RSS grew at least this much over the lowest reading since the last trim (16 MiB), and
    * once more at the next look after a trim that released 4 MiB or more. */
   minGrowthBytes?: number;
+  /** Also trim this often (30 s) while RSS is `minGrowthBytes` above the lowest reading ever: memory
+   * freed late (a GC that collects a closed connection's buffers a while after it ended) changes
+   * nothing that RSS shows, so only a periodic trim finds it. */
+  periodicMs?: number;
   /** Called after each trim with the bytes it released (metrics). */
   onTrim?: (releasedBytes: number) => void;
   /** For tests: the trim and the RSS reading; default the addon and process.memoryUsage.rss. */
@@ -68,9 +72,10 @@ export interface Trimmer {
 }
 
 /**
- * Looks at RSS every `intervalMs` and trims when it grew since the floor, so memory returns within one
- * interval of a burst's end. Under sustained load a trim releases little and costs a few ms at most
- * once per interval. Returns null (and logs once why) when no trim is available here.
+ * Looks at RSS every `intervalMs` and trims when it grew since the floor (and see `periodicMs`), so
+ * memory returns within one interval of a burst's end. A trim that finds nothing to release costs
+ * well under a millisecond; under sustained load it releases little, at most once per interval.
+ * Returns null (and logs why) when no trim is available here.
  */
 export function startMemoryTrimmer(o: TrimmerOptions): Trimmer | null {
   const addon = o.trim ? null : nativeTrim();
@@ -86,7 +91,10 @@ export function startMemoryTrimmer(o: TrimmerOptions): Trimmer | null {
   }
   const rss = o.rss ?? (() => process.memoryUsage.rss());
   const minGrowth = o.minGrowthBytes ?? 16 * 2 ** 20;
+  const periodicMs = o.periodicMs ?? 30_000;
   let floor = rss();
+  let lowest = floor;
+  let lastTrim = Date.now();
   // A burst ends over several seconds: memory freed after a trim does not show in RSS (that is the
   // problem), so a trim that released something is followed by one more at the next look.
   let followUp = false;
@@ -96,6 +104,8 @@ export function startMemoryTrimmer(o: TrimmerOptions): Trimmer | null {
     trim();
     const after = rss();
     floor = after;
+    lowest = Math.min(lowest, after);
+    lastTrim = Date.now();
     const released = Math.max(0, before - after);
     followUp = released >= FOLLOW_UP_BYTES;
     o.onTrim?.(released);
@@ -107,7 +117,9 @@ export function startMemoryTrimmer(o: TrimmerOptions): Trimmer | null {
   };
   const timer = setInterval(() => {
     const now = rss();
-    if (followUp || now - floor >= minGrowth) trimNow();
+    lowest = Math.min(lowest, now);
+    const due = Date.now() - lastTrim >= periodicMs && now - lowest >= minGrowth;
+    if (followUp || due || now - floor >= minGrowth) trimNow();
     else floor = Math.min(floor, now);
   }, o.intervalMs ?? 10_000);
   timer.unref();

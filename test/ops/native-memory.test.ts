@@ -89,6 +89,41 @@ describe('native memory trimming', () => {
     }
   });
 
+  it('trims periodically while RSS stays well above its lowest, for memory freed after the last trim', async () => {
+    let rss = 100 * MIB;
+    let reads = 0;
+    const released: number[] = [];
+    const trimmer = startMemoryTrimmer({
+      log: quiet,
+      intervalMs: 5,
+      periodicMs: 50,
+      minGrowthBytes: 16 * MIB,
+      rss: () => {
+        reads++;
+        return rss;
+      },
+      trim: () => true, // releases nothing: RSS stays where it is
+      onTrim: (n) => released.push(n),
+    });
+    assert.ok(trimmer);
+    try {
+      rss = 300 * MIB; // a burst: trimmed at once (growth), releasing nothing
+      await waitFor(() => released.length >= 1, { what: 'the growth trim' });
+      // No growth since, but 200 MiB above the lowest reading: trimmed again each period.
+      await waitFor(() => released.length >= 3, { what: 'two periodic trims' });
+      assert.deepEqual(released.slice(0, 3), [0, 0, 0]);
+      // Back near the lowest reading: nothing more to look for.
+      rss = 110 * MIB;
+      const n = released.length;
+      const seen = reads;
+      // 40 looks 5 ms apart span at least four periods.
+      await waitFor(() => reads >= seen + 40, { what: 'forty more looks', timeoutMs: 10_000 });
+      assert.equal(released.length, n);
+    } finally {
+      trimmer.stop();
+    }
+  });
+
   it('is off, with a log line naming why, when the C library has no malloc_trim', () => {
     const lines: string[] = [];
     const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(s) });
