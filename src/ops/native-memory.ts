@@ -16,7 +16,10 @@ interface TrimAddon {
 }
 
 /** Where the addon is: dist/native from dist/ops, or from src/ops when run from source (tsx). */
-const CANDIDATES = ['../native/malloc_trim.node', '../../dist/native/malloc_trim.node'];
+const CANDIDATES: ReadonlyArray<[string, (r: NodeJS.Require) => unknown]> = [
+  ['../native/malloc_trim.node', (r) => r('../native/malloc_trim.node')],
+  ['../../dist/native/malloc_trim.node', (r) => r('../../dist/native/malloc_trim.node')],
+];
 
 let loaded: TrimAddon | null | undefined;
 let loadError = '';
@@ -26,9 +29,9 @@ export function nativeTrim(): TrimAddon | null {
   if (loaded !== undefined) return loaded;
   const require = createRequire(import.meta.url);
   const problems: string[] = [];
-  for (const c of CANDIDATES) {
+  for (const [c, load] of CANDIDATES) {
     try {
-      loaded = require(c) as TrimAddon;
+      loaded = load(require) as TrimAddon;
       return loaded;
     } catch (e) {
       problems.push(`${c}: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
@@ -74,7 +77,7 @@ export interface Trimmer {
 /**
  * Looks at RSS every `intervalMs` and trims when it grew since the floor (and see `periodicMs`), so
  * memory returns within one interval of a burst's end. A trim that finds nothing to release costs
- * well under a millisecond; under sustained load it releases little, at most once per interval.
+ * about 2 µs; under sustained load it releases little, at most once per interval.
  * Returns null (and logs why) when no trim is available here.
  */
 export function startMemoryTrimmer(o: TrimmerOptions): Trimmer | null {
